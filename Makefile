@@ -1,0 +1,44 @@
+# The two commands the README promises: `make demo` and `make test`.
+# Both create .venv on first use; nothing else needs to be installed beforehand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest coverage bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps re-run pip whenever the package metadata changes.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.dev-installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.bench-installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/agentsync demo
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check agentsync tests bench examples
+
+typecheck: $(VENV)/.dev-installed
+	$(BIN)/mypy --strict agentsync
+
+pytest: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest --cov=agentsync --cov-report=term
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/crdt_ops.py --json bench/results/crdt_ops.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis

@@ -1,0 +1,352 @@
+"""The contract every CRDT implements, and the two shapes their stores take.
+
+Every type here is a *causal* delta-state CRDT: a dot store paired with a
+causal context (Almeida et al. 2018, section 5). That uniformity is what lets
+an ORMap nest any type under one shared context, with reset-remove.
+
+Deltas are instances of the same type with ``_delta`` set. A delta names every
+key whose dots its context covers, with an empty dot tuple (a *marker*) for
+keys it removed. Merging a delta therefore visits only the keys it names,
+O(delta) rather than O(state); merging a full state visits every key.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from agentsync.crdt.dots import CausalContext, Entry, join_dots
+from agentsync.crdt.values import check_replica_id
+
+if TYPE_CHECKING:
+    from agentsync.crdt.codec import Reader, Writer
+    from agentsync.crdt.hlc import HybridLogicalClock
+
+T = TypeVar("T", bound="CRDT")
+Store = TypeVar("Store", bound="KeyedStore")
+
+
+class CRDT(abc.ABC):
+    """A delta-state CRDT replica: mutators apply at once and return a delta.
+
+    ``merge`` joins a full state or a delta of the same type, in place; the
+    join is commutative, associative and idempotent. ``==`` compares the
+    replicated state, not the local replica id.
+    """
+
+    __slots__ = ("_ctx", "_delta", "_rid")
+
+    TAG: ClassVar[str]
+    """The type's tag on the wire."""
+
+    def __init__(self, replica_id: str) -> None:
+        self._rid = check_replica_id(replica_id)
+        self._ctx = CausalContext()
+        self._delta = False
+        self._init_store(None, 0)
+
+    # -- construction used inside the package ---------------------------------
+
+    @classmethod
+    def _blank(
+        cls: type[T],
+        replica_id: str,
+        ctx: CausalContext,
+        hlc: HybridLogicalClock | None,
+        depth: int,
+    ) -> T:
+        """An empty replica on a given (possibly shared) context, unchecked."""
+        obj = cls.__new__(cls)
+        obj._rid = replica_id
+        obj._ctx = ctx
+        obj._delta = False
+        obj._init_store(hlc, depth)
+        return obj
+
+    @abc.abstractmethod
+    def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
+        """Set the empty store (and the clock, for the types that keep one)."""
+
+    def _delta_shell(self: T, dots: Any) -> T:
+        """An empty delta from this replica whose context holds exactly ``dots``."""
+        delta = self._blank(self._rid, CausalContext._of_dots(dots), self._clock(), self._depth())
+        delta._delta = True
+        return delta
+
+    def _clock(self) -> HybridLogicalClock | None:
+        return None
+
+    def _depth(self) -> int:
+        return 0
+
+    def _ensure_replica(self) -> None:
+        """Refuse to write to a delta: it is not a replica and issues no dots."""
+        if self._delta:
+            raise TypeError("this is a delta, not a replica: merge it into a replica to write")
+
+    def _issue(self) -> tuple[str, int]:
+        """The next dot of this replica."""
+        self._ensure_replica()
+        return self._ctx.next_dot(self._rid)
+
+    # -- public contract ------------------------------------------------------
+
+    @property
+    def replica_id(self) -> str:
+        """The id of the replica that owns this state (and issues its dots)."""
+        return self._rid
+
+    @property
+    def context(self) -> CausalContext:
+        """A copy of the causal context: every dot this replica has seen."""
+        return self._ctx.copy()
+
+    @property
+    def is_delta(self) -> bool:
+        """True for a delta (or delta group) returned by a mutator."""
+        return self._delta
+
+    @property
+    @abc.abstractmethod
+    def value(self) -> Any:
+        """The plain Python value of the replicated state."""
+
+    def merge(self: T, other: T) -> None:
+        """Join ``other`` (a full state or a delta of the same type) into this one.
+
+        Raises TypeError for another type, and ValueError (ClockSkewError) when
+        ``other`` carries a timestamp too far in the future; either way before
+        anything changes.
+        """
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge a {type(other).__name__} into a {type(self).__name__}")
+        if other is self:
+            return
+        newest = other._newest_ts(self._ctx)
+        if newest:
+            self._check_ts(newest)
+        full = not other._delta
+        self._join(other, self._ctx, other._ctx, full, self._delta)
+        self._ctx.merge(other._ctx)
+        if newest:
+            self._observe_ts(newest)
+        if self._delta and full:
+            self._drop_markers()
+
+    def copy(self: T) -> T:
+        """An independent replica with the same id and state."""
+        clock = self._clock()
+        return self._twin(self._ctx.copy(), clock.copy() if clock else None)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, CRDT)
+        return self._ctx == other._ctx and self._store_eq(other)
+
+    __hash__ = None  # type: ignore[assignment]  # replicas are mutable
+
+    def __repr__(self) -> str:
+        kind = "delta" if self._delta else "replica"
+        return f"<{type(self).__name__} {kind} {self._rid!r}: {self.value!r}>"
+
+    # -- the store protocol (what an ORMap needs from what it nests) ---------
+
+    @abc.abstractmethod
+    def _join(
+        self,
+        other: Any,
+        my_ctx: CausalContext,
+        their_ctx: CausalContext,
+        full: bool,
+        keep_markers: bool,
+    ) -> None:
+        """Join ``other``'s store into this one, given both *pre-join* contexts.
+
+        ``full``: ``other`` is a full state, so its context may cover dots of
+        keys it does not name, and every local key must be visited.
+        ``keep_markers``: this is a delta, so keys left empty stay as markers.
+        """
+
+    @abc.abstractmethod
+    def _is_empty(self) -> bool:
+        """True when the store holds no dot (markers aside)."""
+
+    @abc.abstractmethod
+    def _store_eq(self, other: Any) -> bool:
+        """Equality of stores, markers ignored."""
+
+    @abc.abstractmethod
+    def _twin(self: T, ctx: CausalContext, hlc: HybridLogicalClock | None) -> T:
+        """A deep copy of this replica on ``ctx`` (and ``hlc``)."""
+
+    @abc.abstractmethod
+    def _dots(self) -> Iterator[tuple[str, int]]:
+        """Every dot the store holds."""
+
+    @abc.abstractmethod
+    def _marker(self: T, ctx: CausalContext) -> T:
+        """A delta store naming every key of this one, all empty: a reset."""
+
+    @abc.abstractmethod
+    def _drop_markers(self) -> None:
+        """Become a full state: clear the delta flag and remove empty markers."""
+
+    def _newest_ts(self, seen: CausalContext) -> int:
+        """The newest timestamp among entries whose dot ``seen`` lacks (0: none)."""
+        return 0
+
+    def _check_ts(self, timestamp: int) -> None:  # noqa: B027  # optional hook
+        """Refuse a remote timestamp (only the clocked types have a bound)."""
+
+    def _observe_ts(self, timestamp: int) -> None:  # noqa: B027  # optional hook
+        """Advance the clock past a merged timestamp (clocked types only)."""
+
+    @abc.abstractmethod
+    def _encode_body(self, writer: Writer) -> Any:
+        """The type-specific part of the wire form."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _decode_body(cls: type[T], reader: Reader, body: Any, blank: T) -> None:
+        """Fill ``blank`` from a wire body; raise DecodeError when malformed."""
+
+
+class FlatStore(CRDT):
+    """A type whose store is one DotSet or DotFun: a sorted tuple of entries."""
+
+    __slots__ = ("_entries",)
+
+    _entries: tuple[Entry, ...]
+
+    def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
+        self._entries = ()
+
+    def _join(
+        self,
+        other: Any,
+        my_ctx: CausalContext,
+        their_ctx: CausalContext,
+        full: bool,
+        keep_markers: bool,
+    ) -> None:
+        self._entries = join_dots(self._entries, other._entries, my_ctx, their_ctx)
+
+    def _is_empty(self) -> bool:
+        return not self._entries
+
+    def _store_eq(self, other: Any) -> bool:
+        return self._entries == other._entries  # type: ignore[no-any-return]
+
+    def _twin(self: T, ctx: CausalContext, hlc: HybridLogicalClock | None) -> T:
+        twin = self._blank(self._rid, ctx, hlc, 0)
+        twin._delta = self._delta
+        twin._entries = self._entries  # type: ignore[attr-defined]  # immutable
+        return twin
+
+    def _dots(self) -> Iterator[tuple[str, int]]:
+        for entry in self._entries:
+            yield (entry[0], entry[1])
+
+    def _marker(self: T, ctx: CausalContext) -> T:
+        marker = self._blank(self._rid, ctx, self._clock(), 0)
+        marker._delta = True
+        return marker
+
+    def _drop_markers(self) -> None:
+        self._delta = False  # a flat store has no keys, hence no markers
+
+    def _replace(self: T, entry: Entry, dropped: tuple[Entry, ...]) -> T:
+        """Make ``entry`` the whole store, superseding ``dropped``; return the delta."""
+        self._entries = (entry,)  # type: ignore[attr-defined]
+        delta = self._delta_shell([(entry[0], entry[1]), *((e[0], e[1]) for e in dropped)])
+        delta._entries = (entry,)  # type: ignore[attr-defined]
+        return delta
+
+
+class KeyedStore(CRDT):
+    """A type whose store maps keys to dot tuples (a DotMap of DotSets or DotFuns)."""
+
+    __slots__ = ("_entries",)
+
+    _entries: dict[Hashable, tuple[Entry, ...]]
+
+    def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
+        self._entries = {}
+
+    def _join(
+        self,
+        other: Any,
+        my_ctx: CausalContext,
+        their_ctx: CausalContext,
+        full: bool,
+        keep_markers: bool,
+    ) -> None:
+        mine = self._entries
+        theirs: dict[Hashable, tuple[Entry, ...]] = other._entries
+        for key, their_dots in theirs.items():
+            old = mine.get(key, ())
+            new = join_dots(old, their_dots, my_ctx, their_ctx)
+            if new is not old or key not in mine:
+                self._put(key, old, new, keep_markers)
+        if full:
+            for key in [k for k in mine if k not in theirs]:
+                old = mine[key]
+                new = join_dots(old, (), my_ctx, their_ctx)
+                if new != old:
+                    self._put(key, old, new, keep_markers)
+
+    def _put(
+        self, key: Hashable, old: tuple[Entry, ...], new: tuple[Entry, ...], keep: bool
+    ) -> None:
+        """Store a key's joined dots (subclasses also track what they count)."""
+        if new or keep:
+            self._entries[key] = new
+        else:
+            self._entries.pop(key, None)
+
+    def _is_empty(self) -> bool:
+        if self._delta:
+            return not any(self._entries.values())
+        return not self._entries
+
+    def _store_eq(self, other: Any) -> bool:
+        if not self._delta and not other._delta:
+            return self._entries == other._entries  # type: ignore[no-any-return]
+        mine = {k: v for k, v in self._entries.items() if v}
+        theirs = {k: v for k, v in other._entries.items() if v}
+        return mine == theirs
+
+    def _twin(self: Store, ctx: CausalContext, hlc: HybridLogicalClock | None) -> Store:
+        twin = self._blank(self._rid, ctx, hlc, 0)
+        twin._delta = self._delta
+        twin._entries = dict(self._entries)  # the dot tuples are immutable
+        twin._after_load()
+        return twin
+
+    def _dots(self) -> Iterator[tuple[str, int]]:
+        for dots in self._entries.values():
+            for entry in dots:
+                yield (entry[0], entry[1])
+
+    def _marker(self: Store, ctx: CausalContext) -> Store:
+        marker = self._blank(self._rid, ctx, self._clock(), 0)
+        marker._delta = True
+        marker._entries = dict.fromkeys(self._entries, ())
+        return marker
+
+    def _drop_markers(self) -> None:
+        self._delta = False
+        for key in [k for k, v in self._entries.items() if not v]:
+            del self._entries[key]
+        self._after_load()
+
+    def _after_load(self) -> None:
+        """Recompute derived counts after the store was filled wholesale."""
+
+    def _live_keys(self) -> Iterator[Hashable]:
+        """Keys that hold at least one dot."""
+        if self._delta:
+            return (k for k, v in self._entries.items() if v)
+        return iter(self._entries)

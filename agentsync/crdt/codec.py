@@ -1,0 +1,331 @@
+"""The wire form of replicas and deltas: versioned, self-describing msgpack.
+
+``encode(x)`` packs ``[FORMAT_VERSION, tag, is_delta, replica_ids, context,
+body]``. Replica ids are hoisted into one table (index 0 is the sender) and
+dots become run-length columns, so an entry costs little more than its key
+and value. ``decode`` checks every field and the invariants of the state (each
+stored dot is unique and covered by the context) and raises DecodeError, and
+nothing else, on malformed input. The layout is documented in
+``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import msgpack
+
+from agentsync.crdt.dots import CausalContext, Entry, dot_key
+from agentsync.crdt.hlc import HybridLogicalClock
+from agentsync.crdt.values import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_REPLICA_ID_CHARS,
+    MAX_STR_CHARS,
+    MAX_VALUE_DEPTH,
+    Value,
+)
+from agentsync.errors import DecodeError
+
+if TYPE_CHECKING:
+    from agentsync.crdt.base import CRDT
+
+FORMAT_VERSION = 1
+
+# Limits of what decode accepts. They bound the memory one decode can claim:
+# msgpack can expand small inputs of empty containers 17-73x.
+MAX_ENCODED_BYTES = 64 * 1024 * 1024
+"""The largest input decode reads."""
+MAX_ITEMS = 1 << 22
+"""The most items in any one array or map (4,194,304)."""
+MAX_BLOB_BYTES = 4 * MAX_STR_CHARS
+"""The longest str (UTF-8 bytes) or bytes (16 MiB)."""
+MAX_CLOUD_DOTS = 1 << 22
+"""The most dots a decoded context's cloud may expand to."""
+
+_TYPES: dict[str, tuple[type[CRDT], int]] = {}
+
+
+def register_types(*kinds: type[CRDT]) -> None:
+    """Give each CRDT type its wire tag; the order is the read order of ORMap."""
+    for kind in kinds:
+        _TYPES[kind.TAG] = (kind, len(_TYPES))
+
+
+def tag_of(kind: object) -> str:
+    """The wire tag of a CRDT class; TypeError for anything else."""
+    tag = getattr(kind, "TAG", None)
+    if isinstance(tag, str) and _TYPES.get(tag, (None,))[0] is kind:
+        return tag
+    names = ", ".join(k.__name__ for k, _ in _TYPES.values())
+    raise TypeError(f"kind must be one of the CRDT classes ({names}), not {kind!r}")
+
+
+def type_of(tag: str) -> tuple[type[CRDT], int]:
+    """The class registered under ``tag`` and its position in read order."""
+    return _TYPES[tag]
+
+
+def _pack_default(obj: object) -> object:
+    if type(obj) is MappingProxyType:
+        return dict(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def encode(crdt: CRDT) -> bytes:
+    """The wire form of a replica or delta."""
+    writer = Writer()
+    writer.replica_index(crdt.replica_id)
+    body = crdt._encode_body(writer)
+    context = writer.context(crdt._ctx)
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [FORMAT_VERSION, crdt.TAG, int(crdt._delta), writer.replica_ids, context, body],
+        use_bin_type=True,
+        default=_pack_default,
+    )
+
+
+def decode(data: bytes) -> CRDT:
+    """Rebuild a replica or delta from ``encode``'s bytes; DecodeError if malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"decode takes bytes, not {type(data).__name__}")
+    if len(data) > MAX_ENCODED_BYTES:
+        raise DecodeError(f"input of {len(data)} bytes exceeds {MAX_ENCODED_BYTES}")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=False,
+            max_ext_len=0,
+            max_str_len=MAX_BLOB_BYTES,
+            max_bin_len=MAX_BLOB_BYTES,
+            max_array_len=MAX_ITEMS,
+            max_map_len=MAX_ITEMS,
+        )
+    except Exception as exc:  # msgpack's errors vary by input; all mean malformed
+        raise DecodeError(f"not valid msgpack: {exc}") from None
+    return Reader.top(raw)
+
+
+class Writer:
+    """Collects the replica-id table while the bodies are encoded."""
+
+    __slots__ = ("_index", "replica_ids")
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self.replica_ids: list[str] = []
+
+    def replica_index(self, replica_id: str) -> int:
+        """The table index of ``replica_id``, adding it on first use."""
+        index = self._index.get(replica_id)
+        if index is None:
+            index = self._index[replica_id] = len(self.replica_ids)
+            self.replica_ids.append(replica_id)
+        return index
+
+    def dot_columns(self, entries: Iterable[Entry]) -> list[list[int]]:
+        """``[runs, counters]`` for entries in order: runs are (replica index,
+        length) pairs; counters are deltas from the previous one in the run."""
+        runs: list[int] = []
+        counters: list[int] = []
+        previous_rid = None
+        previous_n = 0
+        for entry in entries:
+            rid = entry[0]
+            if rid != previous_rid:
+                runs.append(self.replica_index(rid))
+                runs.append(1)
+                previous_rid = rid
+                previous_n = 0
+            else:
+                runs[-1] += 1
+            counters.append(entry[1] - previous_n)
+            previous_n = entry[1]
+        return [runs, counters]
+
+    def context(self, ctx: CausalContext) -> list[list[int]]:
+        """``[vector, cloud]``: (index, n) pairs, then (index, start, length) ranges."""
+        vector: list[int] = []
+        for rid, n in ctx._vv.items():
+            vector += (self.replica_index(rid), n)
+        ranges: list[int] = []
+        for rid, n in sorted(ctx._cloud):
+            index = self.replica_index(rid)
+            if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == n:
+                ranges[-1] += 1
+            else:
+                ranges += (index, n, 1)
+        return [vector, ranges]
+
+
+class Reader:
+    """Validates a decoded msgpack tree and builds the replica from it."""
+
+    __slots__ = ("replica_ids",)
+
+    def __init__(self, replica_ids: tuple[str, ...]) -> None:
+        self.replica_ids = replica_ids
+
+    @staticmethod
+    def fail(reason: str) -> NoReturn:
+        """Reject the input."""
+        raise DecodeError(reason)
+
+    @classmethod
+    def top(cls, raw: Any) -> CRDT:
+        """Decode the top-level array."""
+        if type(raw) is not tuple or len(raw) != 6:
+            cls.fail("expected the 6-item top-level array")
+        version, tag, flags, replica_ids, raw_ctx, body = raw
+        if version != FORMAT_VERSION or type(version) is not int:
+            cls.fail(f"unsupported format version {version!r} (this reads {FORMAT_VERSION})")
+        if type(flags) is not int or flags not in (0, 1):
+            cls.fail("flags must be 0 or 1")
+        reader = cls(cls._replica_ids(replica_ids))
+        kind = reader.kind(tag)
+        ctx = reader.context(raw_ctx)
+        blank = kind._blank(reader.replica_ids[0], ctx, HybridLogicalClock(), 0)
+        blank._delta = bool(flags)
+        kind._decode_body(reader, body, blank)
+        seen: set[tuple[str, int]] = set()
+        for dot in blank._dots():
+            if dot in seen:
+                cls.fail(f"dot {dot} is stored twice")
+            if not ctx.has(*dot):
+                cls.fail(f"dot {dot} is stored but missing from the causal context")
+            seen.add(dot)
+        blank._observe_ts(blank._newest_ts(CausalContext()))
+        return blank
+
+    @classmethod
+    def _replica_ids(cls, raw: Any) -> tuple[str, ...]:
+        if type(raw) is not tuple or not raw:
+            cls.fail("the replica id table must be a non-empty array")
+        for rid in raw:
+            if type(rid) is not str or not 0 < len(rid) <= MAX_REPLICA_ID_CHARS:
+                cls.fail(f"invalid replica id {rid!r}")
+        if len(set(raw)) != len(raw):
+            cls.fail("the replica id table repeats an id")
+        return raw
+
+    def kind(self, tag: Any) -> type[CRDT]:
+        """The CRDT class of a wire tag."""
+        if type(tag) is not str or tag not in _TYPES:
+            self.fail(f"unknown type tag {tag!r}")
+        return _TYPES[tag][0]
+
+    def columns(self, body: Any, count: int) -> tuple[Any, ...]:
+        """A body array of exactly ``count`` items."""
+        if type(body) is not tuple or len(body) != count:
+            self.fail(f"expected a body of {count} columns")
+        return body
+
+    def list_of(self, raw: Any, length: int | None, what: str) -> tuple[Any, ...]:
+        """An array, of ``length`` items when given."""
+        if type(raw) is not tuple:
+            self.fail(f"{what} must be an array")
+        if length is not None and len(raw) != length:
+            self.fail(f"{what} has {len(raw)} items, expected {length}")
+        return raw
+
+    def int_in(self, raw: Any, low: int, high: int, what: str) -> int:
+        """An int (not a bool) within ``[low, high]``."""
+        if type(raw) is not int or not low <= raw <= high:
+            self.fail(f"{what} must be an int in [{low}, {high}], not {raw!r}")
+        return raw
+
+    def replica(self, raw: Any) -> str:
+        """A replica id, from its index in the table."""
+        return self.replica_ids[self.int_in(raw, 0, len(self.replica_ids) - 1, "replica index")]
+
+    def dots(self, raw_runs: Any, raw_counters: Any) -> list[tuple[str, int]]:
+        """Expand ``Writer.dot_columns`` back into dots."""
+        runs = self.list_of(raw_runs, None, "dot runs")
+        counters = self.list_of(raw_counters, None, "dot counters")
+        if len(runs) % 2:
+            self.fail("dot runs must come in (replica, length) pairs")
+        dots: list[tuple[str, int]] = []
+        at = 0
+        for i in range(0, len(runs), 2):
+            rid = self.replica(runs[i])
+            length = self.int_in(runs[i + 1], 1, len(counters) - at, "run length")
+            n = 0
+            for step in counters[at : at + length]:
+                if type(step) is not int:
+                    self.fail("dot counters must be ints")
+                n += step
+                if not 1 <= n <= INT64_MAX:
+                    self.fail(f"dot counter {n} is out of range")
+                dots.append((rid, n))
+            at += length
+        if at != len(counters):
+            self.fail("the dot runs do not cover the counters")
+        return dots
+
+    def context(self, raw: Any) -> CausalContext:
+        """A causal context from ``Writer.context``'s form."""
+        vector, ranges = self.columns(raw, 2)
+        vector = self.list_of(vector, None, "version vector")
+        ranges = self.list_of(ranges, None, "dot cloud")
+        if len(vector) % 2 or len(ranges) % 3:
+            self.fail("malformed causal context")
+        ctx = CausalContext()
+        for i in range(0, len(vector), 2):
+            rid = self.replica(vector[i])
+            if rid in ctx._vv:
+                self.fail("the version vector repeats a replica")
+            ctx._vv[rid] = self.int_in(vector[i + 1], 1, INT64_MAX, "version vector entry")
+        budget = MAX_CLOUD_DOTS
+        for i in range(0, len(ranges), 3):
+            rid = self.replica(ranges[i])
+            start = self.int_in(ranges[i + 1], 1, INT64_MAX, "cloud range start")
+            length = self.int_in(ranges[i + 2], 1, INT64_MAX - start + 1, "cloud range length")
+            budget -= length
+            if budget < 0:
+                self.fail(f"the dot cloud holds more than {MAX_CLOUD_DOTS} dots")
+            for n in range(start, start + length):
+                ctx.add((rid, n))
+        return ctx
+
+    def sorted_entries(self, entries: list[Entry]) -> tuple[Entry, ...]:
+        """Entries in the canonical (dot) order."""
+        if len(entries) > 1:
+            entries.sort(key=dot_key)
+        return tuple(entries)
+
+    def value(self, raw: Any, depth: int = 0) -> Value:
+        """A value, checked against the domain and frozen."""
+        kind = type(raw)
+        if raw is None or kind is bool or kind is str or kind is bytes:
+            return raw
+        if kind is int:
+            if not INT64_MIN <= raw <= INT64_MAX:
+                self.fail(f"int {raw} does not fit in signed 64 bits")
+            return raw
+        if kind is float:
+            if not math.isfinite(raw):
+                self.fail("floats must be finite")
+            return raw
+        if kind is tuple or kind is dict:
+            if depth >= MAX_VALUE_DEPTH:
+                self.fail(f"values nest deeper than {MAX_VALUE_DEPTH}")
+            if kind is tuple:
+                return tuple(self.value(item, depth + 1) for item in raw)
+            if not all(type(key) is str for key in raw):
+                self.fail("dict keys in values must be str")
+            return MappingProxyType({k: self.value(v, depth + 1) for k, v in raw.items()})
+        return self.fail(f"unsupported value type {kind.__name__}")
+
+    def key(self, raw: Any) -> Hashable:
+        """A set element or map key: a value that is hashable."""
+        key = self.value(raw)
+        try:
+            hash(key)
+        except TypeError:
+            self.fail("set elements and map keys must be hashable")
+        return key  # type: ignore[no-any-return]

@@ -1,0 +1,205 @@
+"""Dots, causal contexts, and the join of dot stores.
+
+A *dot* ``(replica_id, n)`` names the n-th event of a replica. A causal
+context is the set of dots a replica has seen, kept as a version vector plus
+a *dot cloud* of the dots that are not contiguous yet (Almeida, Shoker and
+Baquero, "Delta State Replicated Data Types", 2018, section 4).
+
+Stores hold *entries*: tuples whose first two fields are a dot,
+``(replica_id, n, *payload)``. A store keeps its entries sorted by dot, so two
+equal stores are equal tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+from agentsync.crdt.values import check_counter, check_replica_id
+
+Entry = tuple[Any, ...]
+"""A store entry: ``(replica_id, n, *payload)``; ``(replica_id, n)`` alone is a dot."""
+
+
+class Dot(NamedTuple):
+    """The n-th event (``counter``) made by replica ``replica_id``."""
+
+    replica_id: str
+    counter: int
+
+
+class CausalContext:
+    """The set of dots a replica has seen: a version vector plus a dot cloud.
+
+    It stays compact: a cloud dot that becomes contiguous with the vector is
+    folded into it at once, and a cloud dot the vector covers is dropped.
+    """
+
+    __slots__ = ("_cloud", "_vv")
+
+    def __init__(
+        self,
+        version_vector: Mapping[str, int] | None = None,
+        cloud: Iterable[tuple[str, int]] = (),
+    ) -> None:
+        self._vv: dict[str, int] = {}
+        self._cloud: set[tuple[str, int]] = set()
+        for replica_id, n in (version_vector or {}).items():
+            check_replica_id(replica_id)
+            check_counter(n)
+            self._vv[replica_id] = n
+        for dot in cloud:
+            replica_id, n = dot
+            check_replica_id(replica_id)
+            check_counter(n)
+            self.add((replica_id, n))
+
+    @property
+    def version_vector(self) -> dict[str, int]:
+        """Replica id -> the highest n such that every dot up to n was seen."""
+        return dict(self._vv)
+
+    @property
+    def cloud(self) -> frozenset[Dot]:
+        """The seen dots that are not contiguous with the version vector yet."""
+        return frozenset(Dot(r, n) for r, n in self._cloud)
+
+    def __contains__(self, dot: object) -> bool:
+        if not isinstance(dot, tuple) or len(dot) != 2:
+            return False
+        replica_id, n = dot
+        return self.has(replica_id, n)
+
+    def has(self, replica_id: str, n: int) -> bool:
+        """True when the dot ``(replica_id, n)`` has been seen."""
+        return n <= self._vv.get(replica_id, 0) or (replica_id, n) in self._cloud
+
+    def __iter__(self) -> Iterator[Dot]:
+        """Every dot seen, replica by replica (the vector part can be long)."""
+        for replica_id, top in sorted(self._vv.items()):
+            for n in range(1, top + 1):
+                yield Dot(replica_id, n)
+        for replica_id, n in sorted(self._cloud):
+            yield Dot(replica_id, n)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CausalContext):
+            return NotImplemented
+        return self._vv == other._vv and self._cloud == other._cloud
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        cloud = sorted(self._cloud)
+        return f"CausalContext({self._vv!r}, cloud={cloud!r})"
+
+    def __bool__(self) -> bool:
+        return bool(self._vv) or bool(self._cloud)
+
+    def max_counter(self, replica_id: str) -> int:
+        """The highest n seen from ``replica_id``, contiguous or not."""
+        top = self._vv.get(replica_id, 0)
+        for r, n in self._cloud:
+            if r == replica_id and n > top:
+                top = n
+        return top
+
+    def next_dot(self, replica_id: str) -> tuple[str, int]:
+        """Issue and record the next dot of ``replica_id`` (the local replica).
+
+        The context is compact, so ``vv[r] + 1`` is never in the cloud.
+        """
+        n = self._vv.get(replica_id, 0) + 1
+        self._vv[replica_id] = n
+        return (replica_id, n)
+
+    def add(self, dot: tuple[str, int]) -> None:
+        """Record one seen dot, folding the cloud into the vector where it can."""
+        replica_id, n = dot
+        vv = self._vv
+        top = vv.get(replica_id, 0)
+        if n <= top:
+            return
+        if n != top + 1:
+            self._cloud.add(dot)
+            return
+        cloud = self._cloud
+        while (replica_id, n + 1) in cloud:
+            n += 1
+            cloud.discard((replica_id, n))
+        vv[replica_id] = n
+
+    def merge(self, other: CausalContext) -> None:
+        """Join ``other`` into this context (set union), keeping it compact."""
+        if other is self:
+            return
+        vv = self._vv
+        raised = []
+        for replica_id, n in other._vv.items():
+            if n > vv.get(replica_id, 0):
+                vv[replica_id] = n
+                raised.append(replica_id)
+        if raised and self._cloud:
+            self._refold(raised)
+        for dot in other._cloud:
+            self.add(dot)
+
+    def _refold(self, replica_ids: list[str]) -> None:
+        """Drop or fold the cloud dots of replicas whose vector entry grew."""
+        touched = set(replica_ids)
+        mine = sorted(d for d in self._cloud if d[0] in touched)
+        if not mine:
+            return
+        self._cloud.difference_update(mine)
+        for dot in mine:
+            self.add(dot)
+
+    def copy(self) -> CausalContext:
+        """An independent copy."""
+        twin = CausalContext.__new__(CausalContext)
+        twin._vv = dict(self._vv)
+        twin._cloud = set(self._cloud)
+        return twin
+
+    @classmethod
+    def _of_dots(cls, dots: Iterable[tuple[str, int]]) -> CausalContext:
+        """A context holding exactly ``dots``: the context of a delta."""
+        ctx = cls.__new__(cls)
+        ctx._vv = {}
+        ctx._cloud = set(dots)
+        return ctx
+
+    def _replica_ids(self) -> set[str]:
+        return set(self._vv) | {r for r, _ in self._cloud}
+
+
+def dot_key(entry: Entry) -> tuple[str, int]:
+    """The sort key of an entry: its dot."""
+    return (entry[0], entry[1])
+
+
+def join_dots(
+    mine: tuple[Entry, ...],
+    theirs: tuple[Entry, ...],
+    my_ctx: CausalContext,
+    their_ctx: CausalContext,
+) -> tuple[Entry, ...]:
+    """Join two dot stores (a DotSet or a DotFun) under their contexts.
+
+    An entry survives when both sides hold its dot, or when one side holds it
+    and the other side has not seen it. A dot that one side saw and dropped is
+    gone: that is how removals need no tombstones.
+    """
+    if mine == theirs:
+        return mine
+    if not mine:
+        return tuple(e for e in theirs if not my_ctx.has(e[0], e[1]))
+    if not theirs:
+        return tuple(e for e in mine if not their_ctx.has(e[0], e[1]))
+    their_dots = {(e[0], e[1]) for e in theirs}
+    kept = [e for e in mine if (e[0], e[1]) in their_dots or not their_ctx.has(e[0], e[1])]
+    my_dots = {(e[0], e[1]) for e in mine}
+    kept.extend(e for e in theirs if (e[0], e[1]) not in my_dots and not my_ctx.has(e[0], e[1]))
+    if len(kept) > 1:
+        kept.sort(key=dot_key)
+    return tuple(kept)

@@ -1,0 +1,44 @@
+"""EWFlag: an enable-wins flag (a DotSet, Almeida et al. 2018, section 7.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentsync.crdt.base import FlatStore
+from agentsync.crdt.codec import Reader, Writer
+
+
+class EWFlag(FlatStore):
+    """A boolean flag on which a concurrent ``enable`` beats ``disable``.
+
+    ``enable`` always issues a new dot, so a disable that did not observe it
+    cannot turn it off; ``disable`` drops only the dots it observed.
+    """
+
+    __slots__ = ()
+    TAG = "ef"
+
+    @property
+    def value(self) -> bool:
+        """True when at least one enable survives."""
+        return bool(self._entries)
+
+    def enable(self) -> EWFlag:
+        """Turn the flag on and return the delta."""
+        dot = self._issue()
+        return self._replace(dot, self._entries)
+
+    def disable(self) -> EWFlag:
+        """Turn the flag off (the enables observed here) and return the delta."""
+        self._ensure_replica()
+        observed = self._entries
+        self._entries = ()
+        return self._delta_shell(observed)
+
+    def _encode_body(self, writer: Writer) -> Any:
+        return writer.dot_columns(self._entries)
+
+    @classmethod
+    def _decode_body(cls, reader: Reader, body: Any, blank: Any) -> None:
+        runs, counters = reader.columns(body, 2)
+        blank._entries = reader.sorted_entries(reader.dots(runs, counters))

@@ -1,0 +1,245 @@
+"""LWWMap: plain values under keys, last-writer-wins per key, removals included.
+
+Each key holds a DotFun of ``(replica_id, n, timestamp, value)`` entries: a
+write supersedes every entry it saw, and concurrent entries are resolved by
+the greatest (HLC timestamp, replica id), exactly as in LWWRegister. A remove
+is a write of a tombstone, so it takes part in last-writer-wins: a remove
+made after a set wins, and a set made after a remove wins. The tombstone is
+one small entry per removed key; later issues prune it once it is causally
+stable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+from agentsync.crdt.base import KeyedStore
+from agentsync.crdt.codec import Reader, Writer
+from agentsync.crdt.dots import CausalContext, Entry
+from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
+from agentsync.crdt.registers import lww_winner, newest_unseen
+from agentsync.crdt.values import INT64_MAX, Value, freeze, freeze_key
+
+
+class _Tombstone:
+    """The value of a removed key (a singleton)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<removed>"
+
+
+TOMBSTONE: Any = _Tombstone()
+
+
+def _is_removed(dots: tuple[Entry, ...]) -> bool:
+    return bool(dots) and lww_winner(dots)[3] is TOMBSTONE
+
+
+class LWWMap(KeyedStore):
+    """A map of plain values where the last write to a key wins.
+
+    ``clock`` is a wall clock in nanoseconds, or a HybridLogicalClock to share.
+    """
+
+    __slots__ = ("_hlc", "_removed")
+
+    _hlc: HybridLogicalClock
+    _removed: int
+    """How many stored keys are removed (their winner is a tombstone)."""
+
+    def __init__(
+        self, replica_id: str, *, clock: WallClock | HybridLogicalClock = time.time_ns
+    ) -> None:
+        super().__init__(replica_id)
+        self._hlc = as_hlc(clock)
+
+    TAG = "lm"
+
+    def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
+        self._entries = {}
+        self._removed = 0
+        if hlc is not None:
+            self._hlc = hlc
+
+    def _clock(self) -> HybridLogicalClock:
+        return self._hlc
+
+    @property
+    def clock(self) -> HybridLogicalClock:
+        """The hybrid logical clock that stamps this replica's writes."""
+        return self._hlc
+
+    # -- reads ----------------------------------------------------------------
+
+    @property
+    def value(self) -> dict[Hashable, Value]:
+        """A dict of every present key and its value."""
+        return dict(self.items())
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            dots = self._entries.get(key)
+        except TypeError:  # unhashable: never a key
+            return False
+        return bool(dots) and lww_winner(dots)[3] is not TOMBSTONE  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Hashable) -> Value:
+        dots = self._entries.get(key)
+        if dots:
+            value = lww_winner(dots)[3]
+            if value is not TOMBSTONE:
+                return value
+        raise KeyError(key)
+
+    def get(self, key: Hashable, default: Value = None) -> Value:
+        """The value under ``key``, or ``default`` when it is absent."""
+        try:
+            return self[key]
+        except (KeyError, TypeError):
+            return default
+
+    def __len__(self) -> int:
+        if self._delta:
+            return sum(1 for _ in self.keys())
+        return len(self._entries) - self._removed
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.keys())
+
+    def keys(self) -> list[Hashable]:
+        """The present keys."""
+        return [key for key, _ in self.items()]
+
+    def items(self) -> list[tuple[Hashable, Value]]:
+        """The present (key, value) pairs."""
+        pairs = []
+        for key, dots in self._entries.items():
+            if dots:
+                value = (dots[0] if len(dots) == 1 else lww_winner(dots))[3]
+                if value is not TOMBSTONE:
+                    pairs.append((key, value))
+        return pairs
+
+    # -- mutators -------------------------------------------------------------
+
+    def set(self, key: object, value: object) -> LWWMap:
+        """Write ``value`` under ``key`` and return the delta."""
+        return self._write(freeze_key(key), freeze(value))
+
+    def remove(self, key: object) -> LWWMap:
+        """Remove ``key``; KeyError if it is absent."""
+        frozen = freeze_key(key)
+        if frozen not in self:
+            raise KeyError(key)
+        return self._write(frozen, TOMBSTONE)
+
+    def discard(self, key: object) -> LWWMap:
+        """Remove ``key`` if present; the delta is empty otherwise."""
+        frozen = freeze_key(key)
+        if frozen not in self:
+            return self._delta_shell(())
+        return self._write(frozen, TOMBSTONE)
+
+    def _write(self, key: Hashable, value: Value) -> LWWMap:
+        dot = self._issue()
+        entry = (dot[0], dot[1], self._hlc.now(), value)
+        entries = self._entries
+        old = entries.get(key)
+        if old:
+            self._removed += (value is TOMBSTONE) - _is_removed(old)
+            delta = self._delta_shell((dot, *((e[0], e[1]) for e in old)))
+        else:
+            self._removed += value is TOMBSTONE
+            delta = self._delta_shell((dot,))
+        entries[key] = (entry,)
+        delta._entries[key] = (entry,)
+        return delta
+
+    # -- merging --------------------------------------------------------------
+
+    def _put(
+        self, key: Hashable, old: tuple[Entry, ...], new: tuple[Entry, ...], keep: bool
+    ) -> None:
+        self._removed += _is_removed(new) - _is_removed(old)
+        super()._put(key, old, new, keep)
+
+    def _after_load(self) -> None:
+        self._removed = sum(1 for dots in self._entries.values() if _is_removed(dots))
+
+    def _newest_ts(self, seen: CausalContext) -> int:
+        newest = 0
+        for dots in self._entries.values():
+            ts = newest_unseen(dots, seen)
+            newest = max(newest, ts)
+        return newest
+
+    def _check_ts(self, timestamp: int) -> None:
+        self._hlc.check(timestamp)
+
+    def _observe_ts(self, timestamp: int) -> None:
+        self._hlc.observe(timestamp)
+
+    # -- wire form --------------------------------------------------------------
+
+    def _encode_body(self, writer: Writer) -> Any:
+        """Columnar rows sorted by dot: timestamps are delta-coded, values plain.
+
+        ``[keys, dot runs, dot counters, timestamp deltas, values,
+        tombstone rows, marker keys]``.
+        """
+        rows = (
+            sorted((entry, key) for key, dots in self._entries.items() for entry in dots)
+            if len(self._entries) > 1
+            else [(entry, key) for key, dots in self._entries.items() for entry in dots]
+        )
+        entries = [entry for entry, _ in rows]
+        stamps = []
+        previous = 0
+        for entry in entries:
+            stamps.append(entry[2] - previous)
+            previous = entry[2]
+        values = [entry[3] for entry in entries]
+        removed = [i for i, value in enumerate(values) if value is TOMBSTONE]
+        for i in removed:
+            values[i] = None
+        return [
+            [key for _, key in rows],
+            *writer.dot_columns(entries),
+            stamps,
+            values,
+            removed,
+            [key for key, dots in self._entries.items() if not dots],
+        ]
+
+    @classmethod
+    def _decode_body(cls, reader: Reader, body: Any, blank: Any) -> None:
+        keys, runs, counters, stamps, values, removed, markers = reader.columns(body, 7)
+        dots = reader.dots(runs, counters)
+        keys = reader.list_of(keys, len(dots), "keys")
+        stamps = reader.list_of(stamps, len(dots), "timestamps")
+        values = list(reader.list_of(values, len(dots), "values"))
+        for row in reader.list_of(removed, None, "tombstone rows"):
+            reader.int_in(row, 0, len(values) - 1, "tombstone row")
+            values[row] = TOMBSTONE
+        grouped: dict[Hashable, list[Entry]] = {}
+        ts = 0
+        for (r, n), raw_key, step, value in zip(dots, keys, stamps, values, strict=True):
+            ts = reader.int_in(
+                ts + reader.int_in(step, -INT64_MAX, INT64_MAX, "step"), 0, INT64_MAX, "timestamp"
+            )
+            frozen = value if value is TOMBSTONE else reader.value(value)
+            grouped.setdefault(reader.key(raw_key), []).append((r, n, ts, frozen))
+        entries: dict[Hashable, tuple[Entry, ...]] = {
+            key: reader.sorted_entries(group) for key, group in grouped.items()
+        }
+        for raw_key in reader.list_of(markers, None, "marker keys"):
+            key = reader.key(raw_key)
+            if key in entries:
+                reader.fail("a marker key also holds entries")
+            entries[key] = ()
+        blank._entries = entries
+        blank._after_load()

@@ -1,0 +1,61 @@
+"""ORSet: the add-wins observed-remove set (Almeida et al. 2018, section 7.4).
+
+Each element maps to the dots of the adds that are still alive. A remove
+drops the dots it observed and leaves no tombstone: the causal context
+remembers them. An add concurrent with a remove issued a dot the remove did
+not observe, so the add wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from agentsync.crdt.setbase import SetBase
+from agentsync.crdt.values import freeze_key
+
+
+class ORSet(SetBase):
+    """An add-wins set: ``add``, ``remove``, ``discard`` and ``clear`` return deltas."""
+
+    __slots__ = ()
+    TAG = "os"
+
+    def add(self, element: object) -> ORSet:
+        """Add ``element`` with a new dot, superseding its observed dots."""
+        key = freeze_key(element)
+        dot = self._issue()
+        entries = self._entries
+        old = entries.get(key)
+        entries[key] = (dot,)
+        delta = self._delta_shell((dot, *old) if old else (dot,))
+        delta._entries[key] = (dot,)
+        return delta
+
+    def remove(self, element: object) -> ORSet:
+        """Remove ``element``; KeyError if it is absent."""
+        key = freeze_key(element)
+        if not self._entries.get(key):
+            raise KeyError(element)
+        return self._drop(key)
+
+    def discard(self, element: object) -> ORSet:
+        """Remove ``element`` if present; the delta is empty otherwise."""
+        key = freeze_key(element)
+        if not self._entries.get(key):
+            return self._delta_shell(())
+        return self._drop(key)
+
+    def clear(self) -> ORSet:
+        """Remove every element observed here and return the delta."""
+        self._ensure_replica()
+        delta = self._delta_shell(self._dots())
+        delta._entries = dict.fromkeys(self._entries, ())
+        self._entries.clear()
+        return delta
+
+    def _drop(self, key: Hashable) -> ORSet:
+        self._ensure_replica()
+        observed = self._entries.pop(key)
+        delta = self._delta_shell(observed)
+        delta._entries[key] = ()
+        return delta

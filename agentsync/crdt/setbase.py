@@ -1,0 +1,61 @@
+"""What GSet and ORSet share: the read side and the wire body of a DotMap of DotSets."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+from agentsync.crdt.base import KeyedStore
+from agentsync.crdt.codec import Reader, Writer
+from agentsync.crdt.dots import Entry
+
+
+class SetBase(KeyedStore):
+    """A set whose elements map to the dots of their live adds."""
+
+    __slots__ = ()
+
+    @property
+    def value(self) -> frozenset[Hashable]:
+        """The elements, as a frozenset."""
+        return frozenset(self._live_keys())
+
+    def __contains__(self, element: object) -> bool:
+        try:
+            return bool(self._entries.get(element))
+        except TypeError:  # unhashable: never an element
+            return False
+
+    def __len__(self) -> int:
+        return len(self._entries) if not self._delta else sum(1 for _ in self._live_keys())
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._live_keys()))
+
+    def _encode_body(self, writer: Writer) -> Any:
+        """``[keys, counts, dot runs, dot counters]``; counts is empty when all are 1."""
+        rows = sorted(self._entries.items(), key=lambda item: item[1][:1])
+        counts = [len(dots) for _, dots in rows]
+        return [
+            [key for key, _ in rows],
+            [] if all(c == 1 for c in counts) else counts,
+            *writer.dot_columns([dot for _, dotset in rows for dot in dotset]),
+        ]
+
+    @classmethod
+    def _decode_body(cls, reader: Reader, body: Any, blank: Any) -> None:
+        keys, counts, runs, counters = reader.columns(body, 4)
+        keys = reader.list_of(keys, None, "keys")
+        dots = reader.dots(runs, counters)
+        counts = reader.list_of(counts, len(keys), "counts") if counts else (1,) * len(keys)
+        if sum(reader.int_in(c, 0, len(dots), "count") for c in counts) != len(dots):
+            reader.fail("the dot counts do not match the dots")
+        entries: dict[Hashable, tuple[Entry, ...]] = {}
+        at = 0
+        for raw, count in zip(keys, counts, strict=True):
+            key = reader.key(raw)
+            if key in entries:
+                reader.fail("a key appears twice")
+            entries[key] = reader.sorted_entries(dots[at : at + count])
+            at += count
+        blank._entries = entries

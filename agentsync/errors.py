@@ -1,0 +1,19 @@
+"""Exceptions shared by every layer of agentsync."""
+
+from __future__ import annotations
+
+
+class AgentsyncError(Exception):
+    """Base class of every exception that agentsync defines."""
+
+
+class DecodeError(AgentsyncError, ValueError):
+    """Bytes from outside (the wire, a file) are malformed; nothing was changed."""
+
+
+class IntegerRangeError(AgentsyncError, ValueError, TypeError):
+    """An int does not fit the signed 64 bits that replicas and the wire carry.
+
+    It is a ValueError (the value is wrong) and a TypeError (int64 is the
+    accepted type), so either ``except`` clause catches it.
+    """
