@@ -24,6 +24,26 @@ if TYPE_CHECKING:
     from agentsync.crdt.hlc import HybridLogicalClock
 
 T = TypeVar("T", bound="CRDT")
+
+_new = object.__new__
+
+
+def bare_delta(kind: type[T], replica_id: str, cloud: set[tuple[str, int]]) -> T:
+    """A delta of ``kind`` whose context is exactly ``cloud``, with no store yet.
+
+    Mutators are the hot path, so they build their delta with this and set the
+    store themselves: every call saved here is saved on every write.
+    """
+    delta = _new(kind)
+    delta._rid = replica_id
+    delta._delta = True
+    ctx = _new(CausalContext)
+    ctx._vv = {}
+    ctx._cloud = cloud
+    delta._ctx = ctx
+    return delta
+
+
 Store = TypeVar("Store", bound="KeyedStore")
 
 
@@ -259,9 +279,15 @@ class FlatStore(CRDT):
 
     def _replace(self: T, entry: Entry, dropped: tuple[Entry, ...]) -> T:
         """Make ``entry`` the whole store, superseding ``dropped``; return the delta."""
+        cloud = {(entry[0], entry[1])}
+        for old in dropped:
+            cloud.add((old[0], old[1]))
         self._entries = (entry,)  # type: ignore[attr-defined]
-        delta = self._delta_shell([(entry[0], entry[1]), *((e[0], e[1]) for e in dropped)])
+        delta = bare_delta(type(self), self._rid, cloud)
         delta._entries = (entry,)  # type: ignore[attr-defined]
+        clock = self._clock()
+        if clock is not None:
+            delta._hlc = clock  # type: ignore[attr-defined]
         return delta
 
 

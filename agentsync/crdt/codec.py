@@ -3,15 +3,20 @@
 ``encode(x)`` packs ``[FORMAT_VERSION, tag, is_delta, replica_ids, context,
 body]``. Replica ids are hoisted into one table (index 0 is the sender) and
 dots become run-length columns, so an entry costs little more than its key
-and value. ``decode`` checks every field and the invariants of the state (each
-stored dot is unique and covered by the context) and raises DecodeError, and
-nothing else, on malformed input. The layout is documented in
+and value. An encoding of ``COMPRESS_MIN_BYTES`` or more is wrapped as
+``[FORMAT_VERSION, "z", size, deflated]`` when DEFLATE makes it smaller, as
+Automerge deflates its columns: keys and timestamps repeat a lot.
+
+``decode`` checks every field and the invariants of the state (each stored
+dot is unique and covered by the context) and raises DecodeError, and nothing
+else, on malformed input. The layout is documented in
 ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Hashable, Iterable
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -45,6 +50,10 @@ MAX_BLOB_BYTES = 4 * MAX_STR_CHARS
 """The longest str (UTF-8 bytes) or bytes (16 MiB)."""
 MAX_CLOUD_DOTS = 1 << 22
 """The most dots a decoded context's cloud may expand to."""
+
+COMPRESS_MIN_BYTES = 1024
+"""Encodings at least this long are deflated (when that makes them smaller)."""
+_DEFLATED = "z"
 
 _TYPES: dict[str, tuple[type[CRDT], int]] = {}
 
@@ -81,21 +90,50 @@ def encode(crdt: CRDT) -> bytes:
     writer.replica_index(crdt.replica_id)
     body = crdt._encode_body(writer)
     context = writer.context(crdt._ctx)
-    return msgpack.packb(  # type: ignore[no-any-return]
+    packed: bytes = msgpack.packb(
         [FORMAT_VERSION, crdt.TAG, int(crdt._delta), writer.replica_ids, context, body],
         use_bin_type=True,
         default=_pack_default,
     )
+    if len(packed) >= COMPRESS_MIN_BYTES:
+        deflated = zlib.compress(packed, 1)
+        if len(deflated) < len(packed):
+            return msgpack.packb(  # type: ignore[no-any-return]
+                [FORMAT_VERSION, _DEFLATED, len(packed), deflated], use_bin_type=True
+            )
+    return packed
 
 
 def decode(data: bytes) -> CRDT:
     """Rebuild a replica or delta from ``encode``'s bytes; DecodeError if malformed."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"decode takes bytes, not {type(data).__name__}")
+    raw = _unpack(data)
+    if type(raw) is tuple and len(raw) == 4 and raw[:2] == (FORMAT_VERSION, _DEFLATED):
+        raw = _unpack(_inflate(raw[2], raw[3]))
+    return Reader.top(raw)
+
+
+def _inflate(size: Any, deflated: Any) -> bytes:
+    """Undo the DEFLATE wrapper, refusing to expand beyond the declared size."""
+    if type(size) is not int or not 0 < size <= MAX_ENCODED_BYTES or type(deflated) is not bytes:
+        raise DecodeError("malformed deflated envelope")
+    inflater = zlib.decompressobj()
+    try:
+        data = inflater.decompress(deflated, size + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"corrupt deflated data: {exc}") from None
+    if len(data) != size or not inflater.eof or inflater.unconsumed_tail:
+        raise DecodeError("deflated data does not match its declared size")
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    """msgpack with the safe settings and the documented limits."""
     if len(data) > MAX_ENCODED_BYTES:
         raise DecodeError(f"input of {len(data)} bytes exceeds {MAX_ENCODED_BYTES}")
     try:
-        raw = msgpack.unpackb(
+        return msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
@@ -108,7 +146,6 @@ def decode(data: bytes) -> CRDT:
         )
     except Exception as exc:  # msgpack's errors vary by input; all mean malformed
         raise DecodeError(f"not valid msgpack: {exc}") from None
-    return Reader.top(raw)
 
 
 class Writer:
@@ -192,13 +229,14 @@ class Reader:
         blank = kind._blank(reader.replica_ids[0], ctx, HybridLogicalClock(), 0)
         blank._delta = bool(flags)
         kind._decode_body(reader, body, blank)
-        seen: set[tuple[str, int]] = set()
-        for dot in blank._dots():
-            if dot in seen:
-                cls.fail(f"dot {dot} is stored twice")
-            if not ctx.has(*dot):
+        dots = list(blank._dots())
+        if len(set(dots)) != len(dots):
+            cls.fail("a dot is stored twice")
+        vv = ctx._vv
+        cloud = ctx._cloud
+        for dot in dots:
+            if not (dot[1] <= vv.get(dot[0], 0) or dot in cloud):
                 cls.fail(f"dot {dot} is stored but missing from the causal context")
-            seen.add(dot)
         blank._observe_ts(blank._newest_ts(CausalContext()))
         return blank
 

@@ -141,8 +141,19 @@ class CausalContext:
                 raised.append(replica_id)
         if raised and self._cloud:
             self._refold(raised)
-        for dot in other._cloud:
-            self.add(dot)
+        cloud = self._cloud
+        for dot in other._cloud:  # self.add(dot), inlined: deltas bring many cloud dots
+            replica_id, n = dot
+            top = vv.get(replica_id, 0)
+            if n <= top:
+                continue
+            if n != top + 1:
+                cloud.add(dot)
+                continue
+            while (replica_id, n + 1) in cloud:
+                n += 1
+                cloud.discard((replica_id, n))
+            vv[replica_id] = n
 
     def _refold(self, replica_ids: list[str]) -> None:
         """Drop or fold the cloud dots of replicas whose vector entry grew."""
@@ -192,8 +203,15 @@ def join_dots(
     """
     if mine == theirs:
         return mine
-    if not mine:
-        return tuple(e for e in theirs if not my_ctx.has(e[0], e[1]))
+    if not mine:  # the common case when a delta brings a new key
+        vv = my_ctx._vv
+        cloud = my_ctx._cloud
+        if len(theirs) == 1:
+            e = theirs[0]
+            if e[1] <= vv.get(e[0], 0) or (e[0], e[1]) in cloud:
+                return ()
+            return theirs
+        return tuple(e for e in theirs if not (e[1] <= vv.get(e[0], 0) or (e[0], e[1]) in cloud))
     if not theirs:
         return tuple(e for e in mine if not their_ctx.has(e[0], e[1]))
     their_dots = {(e[0], e[1]) for e in theirs}

@@ -15,12 +15,12 @@ import time
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from agentsync.crdt.base import KeyedStore
+from agentsync.crdt.base import KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import CausalContext, Entry
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
-from agentsync.crdt.registers import lww_winner, newest_unseen
-from agentsync.crdt.values import INT64_MAX, Value, freeze, freeze_key
+from agentsync.crdt.registers import lww_winner
+from agentsync.crdt.values import INT64_MAX, INT64_MIN, MAX_STR_CHARS, Value, freeze, freeze_key
 
 
 class _Tombstone:
@@ -36,7 +36,7 @@ TOMBSTONE: Any = _Tombstone()
 
 
 def _is_removed(dots: tuple[Entry, ...]) -> bool:
-    return bool(dots) and lww_winner(dots)[3] is TOMBSTONE
+    return (dots[0] if len(dots) == 1 else lww_winner(dots))[3] is TOMBSTONE if dots else False
 
 
 class LWWMap(KeyedStore):
@@ -128,7 +128,15 @@ class LWWMap(KeyedStore):
 
     def set(self, key: object, value: object) -> LWWMap:
         """Write ``value`` under ``key`` and return the delta."""
-        return self._write(freeze_key(key), freeze(value))
+        # Inline fast paths for str keys and str or int values: the hot path.
+        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
+            key = freeze_key(key)
+        if value.__class__ is int:
+            if not INT64_MIN <= value <= INT64_MAX:
+                freeze(value)  # raises IntegerRangeError
+        elif value.__class__ is not str or len(value) > MAX_STR_CHARS:
+            value = freeze(value)
+        return self._write(key, value)
 
     def remove(self, key: object) -> LWWMap:
         """Remove ``key``; KeyError if it is absent."""
@@ -145,18 +153,28 @@ class LWWMap(KeyedStore):
         return self._write(frozen, TOMBSTONE)
 
     def _write(self, key: Hashable, value: Value) -> LWWMap:
-        dot = self._issue()
-        entry = (dot[0], dot[1], self._hlc.now(), value)
+        if self._delta:
+            self._ensure_replica()
+        rid = self._rid
+        vv = self._ctx._vv
+        n = vv.get(rid, 0) + 1  # CausalContext.next_dot, inlined
+        vv[rid] = n
+        entry = (rid, n, self._hlc.now(), value)
         entries = self._entries
         old = entries.get(key)
-        if old:
-            self._removed += (value is TOMBSTONE) - _is_removed(old)
-            delta = self._delta_shell((dot, *((e[0], e[1]) for e in old)))
-        else:
-            self._removed += value is TOMBSTONE
-            delta = self._delta_shell((dot,))
         entries[key] = (entry,)
-        delta._entries[key] = (entry,)
+        removed = value is TOMBSTONE
+        cloud = {(rid, n)}
+        if old:
+            self._removed += removed - _is_removed(old)
+            for e in old:
+                cloud.add((e[0], e[1]))
+        else:
+            self._removed += removed
+        delta = bare_delta(type(self), rid, cloud)
+        delta._entries = {key: (entry,)}
+        delta._removed = int(removed)
+        delta._hlc = self._hlc
         return delta
 
     # -- merging --------------------------------------------------------------
@@ -164,17 +182,27 @@ class LWWMap(KeyedStore):
     def _put(
         self, key: Hashable, old: tuple[Entry, ...], new: tuple[Entry, ...], keep: bool
     ) -> None:
-        self._removed += _is_removed(new) - _is_removed(old)
-        super()._put(key, old, new, keep)
+        if old:
+            self._removed -= _is_removed(old)
+        if new:
+            self._removed += _is_removed(new)
+            self._entries[key] = new
+        elif keep:
+            self._entries[key] = new
+        else:
+            self._entries.pop(key, None)
 
     def _after_load(self) -> None:
         self._removed = sum(1 for dots in self._entries.values() if _is_removed(dots))
 
     def _newest_ts(self, seen: CausalContext) -> int:
         newest = 0
+        vv = seen._vv
+        cloud = seen._cloud
         for dots in self._entries.values():
-            ts = newest_unseen(dots, seen)
-            newest = max(newest, ts)
+            for e in dots:  # newest_unseen, inlined: this runs on every merge
+                if e[2] > newest and not (e[1] <= vv.get(e[0], 0) or (e[0], e[1]) in cloud):
+                    newest = e[2]
         return newest
 
     def _check_ts(self, timestamp: int) -> None:
@@ -227,12 +255,19 @@ class LWWMap(KeyedStore):
             values[row] = TOMBSTONE
         grouped: dict[Hashable, list[Entry]] = {}
         ts = 0
-        for (r, n), raw_key, step, value in zip(dots, keys, stamps, values, strict=True):
-            ts = reader.int_in(
-                ts + reader.int_in(step, -INT64_MAX, INT64_MAX, "step"), 0, INT64_MAX, "timestamp"
-            )
-            frozen = value if value is TOMBSTONE else reader.value(value)
-            grouped.setdefault(reader.key(raw_key), []).append((r, n, ts, frozen))
+        for (r, n), raw_key, step, raw in zip(dots, keys, stamps, values, strict=True):
+            if type(step) is not int:
+                reader.fail("timestamp steps must be ints")
+            ts += step
+            if not 0 <= ts <= INT64_MAX:
+                reader.fail(f"timestamp {ts} is out of range")
+            value = raw if raw is TOMBSTONE or type(raw) is str else reader.value(raw)
+            key = raw_key if type(raw_key) is str else reader.key(raw_key)
+            group = grouped.get(key)
+            if group is None:
+                grouped[key] = [(r, n, ts, value)]
+            else:
+                group.append((r, n, ts, value))
         entries: dict[Hashable, tuple[Entry, ...]] = {
             key: reader.sorted_entries(group) for key, group in grouped.items()
         }

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from agentsync.crdt.base import bare_delta
 from agentsync.crdt.setbase import SetBase
-from agentsync.crdt.values import freeze_key
+from agentsync.crdt.values import MAX_STR_CHARS, freeze_key
 
 
 class ORSet(SetBase):
@@ -22,18 +23,27 @@ class ORSet(SetBase):
 
     def add(self, element: object) -> ORSet:
         """Add ``element`` with a new dot, superseding its observed dots."""
-        key = freeze_key(element)
-        dot = self._issue()
+        key = element
+        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
+            key = freeze_key(key)
+        if self._delta:
+            self._ensure_replica()
+        rid = self._rid
+        vv = self._ctx._vv
+        dot = (rid, vv.get(rid, 0) + 1)  # CausalContext.next_dot, inlined: the hot path
+        vv[rid] = dot[1]
         entries = self._entries
         old = entries.get(key)
         entries[key] = (dot,)
-        delta = self._delta_shell((dot, *old) if old else (dot,))
-        delta._entries[key] = (dot,)
+        delta = bare_delta(type(self), rid, {dot, *old} if old else {dot})
+        delta._entries = {key: (dot,)}
         return delta
 
     def remove(self, element: object) -> ORSet:
         """Remove ``element``; KeyError if it is absent."""
-        key = freeze_key(element)
+        key = element
+        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
+            key = freeze_key(key)
         if not self._entries.get(key):
             raise KeyError(element)
         return self._drop(key)
@@ -56,6 +66,6 @@ class ORSet(SetBase):
     def _drop(self, key: Hashable) -> ORSet:
         self._ensure_replica()
         observed = self._entries.pop(key)
-        delta = self._delta_shell(observed)
-        delta._entries[key] = ()
+        delta = bare_delta(type(self), self._rid, set(observed))
+        delta._entries = {key: ()}
         return delta
