@@ -24,8 +24,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (2 for errors, never a traceback)."""
     args = _parser().parse_args(argv)

@@ -34,9 +34,7 @@ def _show(say: Callable[[str], None], title: str, *agents: ORMap) -> None:
 def _receive(agent: ORMap, wire: list[bytes]) -> None:
     """Decode and merge every delta waiting on the wire, then clear it."""
     for data in wire:
-        delta = decode(data)
-        assert isinstance(delta, ORMap)
-        agent.merge(delta)
+        agent.merge(decode(data, ORMap))
     wire.clear()
 
 

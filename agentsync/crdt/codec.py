@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Hashable, Iterable
+from itertools import repeat
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
 import msgpack
 
@@ -37,6 +38,8 @@ from agentsync.errors import DecodeError
 
 if TYPE_CHECKING:
     from agentsync.crdt.base import CRDT
+
+C = TypeVar("C", bound="CRDT")
 
 FORMAT_VERSION = 1
 
@@ -104,14 +107,29 @@ def encode(crdt: CRDT) -> bytes:
     return packed
 
 
-def decode(data: bytes) -> CRDT:
-    """Rebuild a replica or delta from ``encode``'s bytes; DecodeError if malformed."""
+@overload
+def decode(data: bytes) -> CRDT: ...
+
+
+@overload
+def decode(data: bytes, expected: type[C]) -> C: ...
+
+
+def decode(data: bytes, expected: type[C] | None = None) -> CRDT:
+    """Rebuild a replica or delta from ``encode``'s bytes; DecodeError if malformed.
+
+    With ``expected`` (a CRDT class), bytes of any other type are malformed too,
+    and the result is typed as that class.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"decode takes bytes, not {type(data).__name__}")
     raw = _unpack(data)
     if type(raw) is tuple and len(raw) == 4 and raw[:2] == (FORMAT_VERSION, _DEFLATED):
         raw = _unpack(_inflate(raw[2], raw[3]))
-    return Reader.top(raw)
+    crdt = Reader.top(raw)
+    if expected is not None and type(crdt) is not expected:
+        raise DecodeError(f"expected a {expected.__name__}, got a {type(crdt).__name__}")
+    return crdt
 
 
 def _inflate(size: Any, deflated: Any) -> bytes:
@@ -326,8 +344,11 @@ class Reader:
             budget -= length
             if budget < 0:
                 self.fail(f"the dot cloud holds more than {MAX_CLOUD_DOTS} dots")
-            for n in range(start, start + length):
-                ctx.add((rid, n))
+            if start > ctx._vv.get(rid, 0) + 1:  # clear of the vector: add in bulk
+                ctx._cloud.update(zip(repeat(rid), range(start, start + length)))
+            else:
+                ctx._vv[rid] = max(ctx._vv.get(rid, 0), start + length - 1)
+        ctx._refold(list(ctx._vv))  # fold cloud dots the vector now reaches
         return ctx
 
     def sorted_entries(self, entries: list[Entry]) -> tuple[Entry, ...]:
