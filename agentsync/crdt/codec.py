@@ -124,7 +124,13 @@ def decode(data: bytes, expected: type[C] | None = None) -> CRDT:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError(f"decode takes bytes, not {type(data).__name__}")
     raw = _unpack(data)
-    if type(raw) is tuple and len(raw) == 4 and raw[:2] == (FORMAT_VERSION, _DEFLATED):
+    if (
+        type(raw) is tuple
+        and len(raw) == 4
+        and type(raw[0]) is int
+        and raw[0] == FORMAT_VERSION
+        and raw[1] == _DEFLATED
+    ):
         raw = _unpack(_inflate(raw[2], raw[3]))
     crdt = Reader.top(raw)
     if expected is not None and type(crdt) is not expected:
@@ -141,7 +147,7 @@ def _inflate(size: Any, deflated: Any) -> bytes:
         data = inflater.decompress(deflated, size + 1)
     except zlib.error as exc:
         raise DecodeError(f"corrupt deflated data: {exc}") from None
-    if len(data) != size or not inflater.eof or inflater.unconsumed_tail:
+    if len(data) != size or not inflater.eof or inflater.unconsumed_tail or inflater.unused_data:
         raise DecodeError("deflated data does not match its declared size")
     return data
 
@@ -360,7 +366,11 @@ class Reader:
     def value(self, raw: Any, depth: int = 0) -> Value:
         """A value, checked against the domain and frozen."""
         kind = type(raw)
-        if raw is None or kind is bool or kind is str or kind is bytes:
+        if raw is None or kind is bool:
+            return raw
+        if kind is str or kind is bytes:
+            if len(raw) > MAX_STR_CHARS:
+                self.fail(f"{kind.__name__} values may hold at most {MAX_STR_CHARS} items")
             return raw
         if kind is int:
             if not INT64_MIN <= raw <= INT64_MAX:

@@ -32,6 +32,8 @@ class _CausalCounter(FlatStore):
 
     def _add(self, n: int, sign: int) -> Any:
         """Validate a step (an int >= 0; 0 changes nothing) and apply ``sign * n``."""
+        if self._delta:
+            self._ensure_replica()
         if type(n) is not int or not 0 < n <= INT64_MAX:
             check_amount(n)
             return self._delta_shell(())
@@ -49,12 +51,7 @@ class _CausalCounter(FlatStore):
         total = sum(e[2] for e in own) + n
         if not self._floor <= total <= INT64_MAX:
             raise IntegerRangeError(f"this replica's total would leave the int64 range: {total}")
-        if self._delta:
-            self._ensure_replica()
-        vv = self._ctx._vv
-        n = vv.get(rid, 0) + 1  # CausalContext.next_dot, inlined: the hot path
-        vv[rid] = n
-        entry = (rid, n, total)
+        entry = (rid, self._ctx.next_dot(rid)[1], total)
         delta = self._replace(entry, own)
         if rest:
             rest.append(entry)

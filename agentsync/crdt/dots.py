@@ -68,6 +68,8 @@ class CausalContext:
         if not isinstance(dot, tuple) or len(dot) != 2:
             return False
         replica_id, n = dot
+        if type(replica_id) is not str or type(n) is not int:
+            return False
         return self.has(replica_id, n)
 
     def has(self, replica_id: str, n: int) -> bool:
@@ -83,9 +85,19 @@ class CausalContext:
             yield Dot(replica_id, n)
 
     def __eq__(self, other: object) -> bool:
+        """Equal when both hold the same set of dots, however they are stored."""
         if not isinstance(other, CausalContext):
             return NotImplemented
-        return self._vv == other._vv and self._cloud == other._cloud
+        if self._vv == other._vv and self._cloud == other._cloud:
+            return True
+        mine, theirs = self._compacted(), other._compacted()
+        return mine._vv == theirs._vv and mine._cloud == theirs._cloud
+
+    def _compacted(self) -> CausalContext:
+        """This context in its canonical form (a delta's context may not be)."""
+        twin = self.copy()
+        twin._refold(list(twin._replica_ids()))
+        return twin
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -107,10 +119,12 @@ class CausalContext:
     def next_dot(self, replica_id: str) -> tuple[str, int]:
         """Issue and record the next dot of ``replica_id`` (the local replica).
 
-        The context is compact, so ``vv[r] + 1`` is never in the cloud.
+        The issued dot is the first one after the version vector's entry, which
+        a compact context never holds in its cloud; cloud dots that become
+        contiguous with it fold into the vector.
         """
         n = self._vv.get(replica_id, 0) + 1
-        self._vv[replica_id] = n
+        self.add((replica_id, n))
         return (replica_id, n)
 
     def add(self, dot: tuple[str, int]) -> None:

@@ -30,7 +30,8 @@ class EWFlag(FlatStore):
 
     def disable(self) -> EWFlag:
         """Turn the flag off (the enables observed here) and return the delta."""
-        self._ensure_replica()
+        if self._delta:
+            self._ensure_replica()
         observed = self._entries
         self._entries = ()
         return self._delta_shell(observed)

@@ -14,6 +14,8 @@ class GSet(SetBase):
 
     def add(self, element: object) -> GSet:
         """Add ``element`` and return the delta (empty if it was present)."""
+        if self._delta:
+            self._ensure_replica()
         key = freeze_key(element)
         if self._entries.get(key):
             return self._delta_shell(())

@@ -20,7 +20,15 @@ from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import CausalContext, Entry
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
 from agentsync.crdt.registers import lww_winner
-from agentsync.crdt.values import INT64_MAX, INT64_MIN, MAX_STR_CHARS, Value, freeze, freeze_key
+from agentsync.crdt.values import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_STR_CHARS,
+    Value,
+    freeze,
+    freeze_key,
+    stored_form,
+)
 
 
 class _Tombstone:
@@ -82,13 +90,16 @@ class LWWMap(KeyedStore):
 
     def __contains__(self, key: object) -> bool:
         try:
-            dots = self._entries.get(key)
-        except TypeError:  # unhashable: never a key
+            self[key]
+        except KeyError:
             return False
-        return bool(dots) and lww_winner(dots)[3] is not TOMBSTONE  # type: ignore[arg-type]
+        return True
 
     def __getitem__(self, key: Hashable) -> Value:
-        dots = self._entries.get(key)
+        try:
+            dots = self._entries.get(key)
+        except TypeError:  # unhashable: a list, say, stored as a tuple
+            dots = self._entries.get(stored_form(key))
         if dots:
             value = lww_winner(dots)[3]
             if value is not TOMBSTONE:
@@ -99,7 +110,7 @@ class LWWMap(KeyedStore):
         """The value under ``key``, or ``default`` when it is absent."""
         try:
             return self[key]
-        except (KeyError, TypeError):
+        except KeyError:
             return default
 
     def __len__(self) -> int:
@@ -128,6 +139,8 @@ class LWWMap(KeyedStore):
 
     def set(self, key: object, value: object) -> LWWMap:
         """Write ``value`` under ``key`` and return the delta."""
+        if self._delta:
+            self._ensure_replica()
         # Inline fast paths for str keys and str or int values: the hot path.
         if key.__class__ is not str or len(key) > MAX_STR_CHARS:
             key = freeze_key(key)
@@ -140,6 +153,8 @@ class LWWMap(KeyedStore):
 
     def remove(self, key: object) -> LWWMap:
         """Remove ``key``; KeyError if it is absent."""
+        if self._delta:
+            self._ensure_replica()
         frozen = freeze_key(key)
         if frozen not in self:
             raise KeyError(key)
@@ -147,18 +162,15 @@ class LWWMap(KeyedStore):
 
     def discard(self, key: object) -> LWWMap:
         """Remove ``key`` if present; the delta is empty otherwise."""
+        if self._delta:
+            self._ensure_replica()
         frozen = freeze_key(key)
         if frozen not in self:
             return self._delta_shell(())
         return self._write(frozen, TOMBSTONE)
 
     def _write(self, key: Hashable, value: Value) -> LWWMap:
-        if self._delta:
-            self._ensure_replica()
-        rid = self._rid
-        vv = self._ctx._vv
-        n = vv.get(rid, 0) + 1  # CausalContext.next_dot, inlined
-        vv[rid] = n
+        rid, n = self._ctx.next_dot(self._rid)
         entry = (rid, n, self._hlc.now(), value)
         entries = self._entries
         old = entries.get(key)
@@ -271,7 +283,10 @@ class LWWMap(KeyedStore):
         entries: dict[Hashable, tuple[Entry, ...]] = {
             key: reader.sorted_entries(group) for key, group in grouped.items()
         }
-        for raw_key in reader.list_of(markers, None, "marker keys"):
+        markers = reader.list_of(markers, None, "marker keys")
+        if markers and not blank._delta:
+            reader.fail("only a delta names keys it emptied")
+        for raw_key in markers:
             key = reader.key(raw_key)
             if key in entries:
                 reader.fail("a marker key also holds entries")

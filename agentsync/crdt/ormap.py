@@ -24,7 +24,7 @@ from agentsync.crdt.base import CRDT
 from agentsync.crdt.codec import Reader, Writer, tag_of, type_of
 from agentsync.crdt.dots import CausalContext
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
-from agentsync.crdt.values import MAX_MAP_DEPTH, freeze_key
+from agentsync.crdt.values import MAX_MAP_DEPTH, freeze_key, stored_form
 
 N = TypeVar("N", bound=CRDT)
 
@@ -92,8 +92,8 @@ class ORMap(CRDT):
         """The nested replica under ``key`` (for reading), or ``default``."""
         try:
             fields = self._fields.get(key)
-        except TypeError:  # unhashable: never a key
-            return default
+        except TypeError:  # unhashable: a list, say, stored as a tuple
+            fields = self._fields.get(stored_form(key))
         nested = self._shown(fields) if fields else None
         return default if nested is None else nested
 
@@ -132,11 +132,15 @@ class ORMap(CRDT):
 
         The nested replica is created empty when the key is missing. ``fn``
         must return the nested delta (join the deltas if it makes several
-        writes), and the nested replica is valid only inside ``fn``.
+        writes), and the nested replica is valid only inside ``fn``. If ``fn``
+        returns anything but a delta of ``kind``, TypeError is raised; the
+        writes ``fn`` made stay applied locally, and reach the other replicas
+        by anti-entropy rather than by this delta.
         """
+        if self._delta:
+            self._ensure_replica()
         frozen = freeze_key(key)
         tag = tag_of(kind)
-        self._ensure_replica()
         fields = self._fields.get(frozen)
         nested = fields.get(tag) if fields else None
         if nested is None:
@@ -147,11 +151,6 @@ class ORMap(CRDT):
                 raise ValueError(f"ORMaps may nest at most {MAX_MAP_DEPTH} deep")
             nested = kind._blank(self._rid, self._ctx, self._hlc, self._level + 1)
         nested_delta = fn(nested)  # type: ignore[arg-type]
-        if type(nested_delta) is not kind:
-            raise TypeError(
-                f"fn must return the nested {kind.__name__} delta, "
-                f"not {type(nested_delta).__name__}"
-            )
         if nested._is_empty():
             if fields:
                 fields.pop(tag, None)
@@ -159,6 +158,11 @@ class ORMap(CRDT):
                     del self._fields[frozen]
         else:
             self._fields.setdefault(frozen, {})[tag] = nested
+        if type(nested_delta) is not kind or not nested_delta._delta:
+            # What fn wrote stays written (undoing it would mean copying the
+            # nested store on every update); anti-entropy carries it on.
+            what = "the replica itself" if nested_delta is nested else type(nested_delta).__name__
+            raise TypeError(f"fn must return the nested {kind.__name__} delta, not {what}")
         delta = self._delta_shell(())
         delta._ctx = nested_delta._ctx
         delta._fields[frozen] = {tag: nested_delta}
@@ -166,8 +170,9 @@ class ORMap(CRDT):
 
     def remove(self, key: object) -> ORMap:
         """Remove ``key``, resetting what was observed under it; KeyError if absent."""
+        if self._delta:
+            self._ensure_replica()
         frozen = freeze_key(key)
-        self._ensure_replica()
         fields = self._fields.get(frozen)
         if not fields:
             raise KeyError(key)
@@ -314,5 +319,7 @@ class ORMap(CRDT):
             nested = kind._blank(blank._rid, blank._ctx, blank._hlc, level)
             nested._delta = blank._delta
             kind._decode_body(reader, nested_body, nested)
+            if not blank._delta and nested._is_empty():
+                reader.fail("only a delta names keys it emptied")
             slot[tag] = nested
         blank._fields = fields

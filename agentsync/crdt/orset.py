@@ -23,15 +23,13 @@ class ORSet(SetBase):
 
     def add(self, element: object) -> ORSet:
         """Add ``element`` with a new dot, superseding its observed dots."""
+        if self._delta:
+            self._ensure_replica()
         key = element
         if key.__class__ is not str or len(key) > MAX_STR_CHARS:
             key = freeze_key(key)
-        if self._delta:
-            self._ensure_replica()
         rid = self._rid
-        vv = self._ctx._vv
-        dot = (rid, vv.get(rid, 0) + 1)  # CausalContext.next_dot, inlined: the hot path
-        vv[rid] = dot[1]
+        dot = self._ctx.next_dot(rid)
         entries = self._entries
         old = entries.get(key)
         entries[key] = (dot,)
@@ -41,6 +39,8 @@ class ORSet(SetBase):
 
     def remove(self, element: object) -> ORSet:
         """Remove ``element``; KeyError if it is absent."""
+        if self._delta:
+            self._ensure_replica()
         key = element
         if key.__class__ is not str or len(key) > MAX_STR_CHARS:
             key = freeze_key(key)
@@ -50,6 +50,8 @@ class ORSet(SetBase):
 
     def discard(self, element: object) -> ORSet:
         """Remove ``element`` if present; the delta is empty otherwise."""
+        if self._delta:
+            self._ensure_replica()
         key = freeze_key(element)
         if not self._entries.get(key):
             return self._delta_shell(())
@@ -57,14 +59,14 @@ class ORSet(SetBase):
 
     def clear(self) -> ORSet:
         """Remove every element observed here and return the delta."""
-        self._ensure_replica()
+        if self._delta:
+            self._ensure_replica()
         delta = self._delta_shell(self._dots())
         delta._entries = dict.fromkeys(self._entries, ())
         self._entries.clear()
         return delta
 
     def _drop(self, key: Hashable) -> ORSet:
-        self._ensure_replica()
         observed = self._entries.pop(key)
         delta = bare_delta(type(self), self._rid, set(observed))
         delta._entries = {key: ()}

@@ -8,6 +8,7 @@ from typing import Any
 from agentsync.crdt.base import KeyedStore
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry
+from agentsync.crdt.values import stored_form
 
 
 class SetBase(KeyedStore):
@@ -23,8 +24,8 @@ class SetBase(KeyedStore):
     def __contains__(self, element: object) -> bool:
         try:
             return bool(self._entries.get(element))
-        except TypeError:  # unhashable: never an element
-            return False
+        except TypeError:  # unhashable: a list, say, stored as a tuple
+            return bool(self._entries.get(stored_form(element)))
 
     def __len__(self) -> int:
         return len(self._entries) if not self._delta else sum(1 for _ in self._live_keys())
@@ -47,8 +48,11 @@ class SetBase(KeyedStore):
         keys, counts, runs, counters = reader.columns(body, 4)
         keys = reader.list_of(keys, None, "keys")
         dots = reader.dots(runs, counters)
-        counts = reader.list_of(counts, len(keys), "counts") if counts else (1,) * len(keys)
-        if sum(reader.int_in(c, 0, len(dots), "count") for c in counts) != len(dots):
+        counts = reader.list_of(counts, None, "counts") or (1,) * len(keys)
+        if len(counts) != len(keys):
+            reader.fail("there must be one dot count per key")
+        low = 0 if blank._delta else 1  # only a delta names keys it emptied
+        if sum(reader.int_in(c, low, len(dots), "count") for c in counts) != len(dots):
             reader.fail("the dot counts do not match the dots")
         entries: dict[Hashable, tuple[Entry, ...]] = {}
         at = 0

@@ -124,3 +124,17 @@ def freeze_key(key: object) -> Hashable:
     except TypeError:
         raise TypeError("set elements and map keys must be hashable: dicts are not") from None
     return frozen  # type: ignore[no-any-return]
+
+
+def stored_form(key: object) -> Hashable:
+    """The form a read should look up: lists match the tuples they were stored as.
+
+    Anything that can be no key maps to a sentinel that is never stored.
+    """
+    try:
+        return freeze_key(key)
+    except (TypeError, ValueError):
+        return _NO_KEY
+
+
+_NO_KEY = object()

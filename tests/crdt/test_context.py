@@ -213,11 +213,6 @@ def test_next_dot_issues_and_records() -> None:
     assert ctx == CausalContext({"a": 2, "b": 5})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: next_dot does not fold the cloud: the context goes non-compact and the "
-    "following next_dot re-issues a dot it has already seen",
-)
 def test_next_dot_never_issues_a_seen_dot() -> None:
     ctx = CausalContext({"a": 1}, [("a", 3)])
     issued = [ctx.next_dot("a"), ctx.next_dot("a")]
@@ -270,11 +265,6 @@ def test_context_matches_a_set_of_dots(ops: list[tuple[str, Any]]) -> None:
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: writes issue vv+1 without folding the cloud, so a replica whose context "
-    "holds a later dot of its own re-issues it: its own encoding then fails to decode",
-)
 def test_a_replica_never_reissues_a_seen_dot() -> None:
     # replica "a" restored from a peer that saw its dots 1 and 3, not 2
     state = [1, "os", 0, ["a"], [[0, 1], [0, 3, 1]], [["x", "y"], [], [0, 2], [1, 2]]]

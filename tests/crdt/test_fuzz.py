@@ -639,11 +639,6 @@ def _consistent_reads(x: Any) -> None:
     assert len(x.value) == len(elements)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode accepts removal markers (keys with no dot) in a full state; "
-    "len/value/iteration then disagree with `in`",
-)
 @pytest.mark.parametrize(
     "data",
     [
@@ -676,36 +671,23 @@ def test_full_states_with_markers_are_refused(data: bytes) -> None:
     assert merged == honest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the set body's counts column accepts nil/0/false/''/b'' as 'all ones'",
-)
 @pytest.mark.parametrize("counts", [None, 0, False, "", b"", 0.0], ids=repr)
 def test_set_counts_of_a_wrong_type_are_refused(counts: Any) -> None:
     with pytest.raises(DecodeError):
         decode(edit(os_raw, ((5, 1), counts)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode accepts str/bytes values longer than MAX_STR_CHARS, "
-    "which every mutator refuses",
-)
 @pytest.mark.parametrize("value", ["x" * (4 * 1024 * 1024 + 1), b"x" * (4 * 1024 * 1024 + 1)])
 def test_values_the_api_refuses_are_refused(value: Any) -> None:
     with pytest.raises(DecodeError):
         decode(_value_in_register(value))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bytes after the end of the deflate stream are ignored")
 def test_trailing_bytes_after_the_deflate_stream_are_refused() -> None:
     with pytest.raises(DecodeError):
         decode(_deflated(pack(gc_raw()), tail=b"junk"))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="BUG: the deflated envelope accepts True or 1.0 as its format version"
-)
 @pytest.mark.parametrize("version", [True, 1.0], ids=repr)
 def test_deflated_envelope_version_must_be_the_int_1(version: Any) -> None:
     inner = pack(gc_raw())
