@@ -151,7 +151,8 @@ class CRDT(abc.ABC):
         self._ctx.merge(other._ctx)
         if newest:
             self._observe_ts(newest)
-        if self._delta and full:
+        if self._delta and full:  # a delta joined with a full state is a full state
+            self._ctx.compact()
             self._drop_markers()
 
     def copy(self: T) -> T:

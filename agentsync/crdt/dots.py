@@ -96,8 +96,13 @@ class CausalContext:
     def _compacted(self) -> CausalContext:
         """This context in its canonical form (a delta's context may not be)."""
         twin = self.copy()
-        twin._refold(list(twin._replica_ids()))
+        twin.compact()
         return twin
+
+    def compact(self) -> None:
+        """Fold every cloud dot that is contiguous with the vector into it."""
+        if self._cloud:
+            self._refold(list(self._replica_ids()))
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -123,6 +128,9 @@ class CausalContext:
         a compact context never holds in its cloud; cloud dots that become
         contiguous with it fold into the vector.
         """
+        cloud = self._cloud
+        if cloud and (replica_id, self._vv.get(replica_id, 0) + 1) in cloud:
+            self._refold([replica_id])  # a delta's context need not be compact
         n = self._vv.get(replica_id, 0) + 1
         self.add((replica_id, n))
         return (replica_id, n)
