@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from agentsync.crdt.setbase import SetBase
-from agentsync.crdt.values import freeze_key
 
 
 class GSet(SetBase):
-    """A grow-only set. Adding an element already present changes nothing."""
+    """A grow-only set: ``add(e)`` returns the delta; there is no remove.
+
+    Its elements carry dots like an ORSet's, so that an ORMap holding it can
+    reset what a remove observed, and an add concurrent with that remove wins.
+    """
 
     __slots__ = ()
     TAG = "gs"
-
-    def add(self, element: object) -> GSet:
-        """Add ``element`` and return the delta (empty if it was present)."""
-        if self._delta:
-            self._ensure_replica()
-        key = freeze_key(element)
-        if self._entries.get(key):
-            return self._delta_shell(())
-        dot = self._issue()
-        self._entries[key] = (dot,)
-        delta = self._delta_shell((dot,))
-        delta._entries[key] = (dot,)
-        return delta

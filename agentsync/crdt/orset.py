@@ -21,22 +21,6 @@ class ORSet(SetBase):
     __slots__ = ()
     TAG = "os"
 
-    def add(self, element: object) -> ORSet:
-        """Add ``element`` with a new dot, superseding its observed dots."""
-        if self._delta:
-            self._ensure_replica()
-        key = element
-        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
-            key = freeze_key(key)
-        rid = self._rid
-        dot = self._ctx.next_dot(rid)
-        entries = self._entries
-        old = entries.get(key)
-        entries[key] = (dot,)
-        delta = bare_delta(type(self), rid, {dot, *old} if old else {dot})
-        delta._entries = {key: (dot,)}
-        return delta
-
     def remove(self, element: object) -> ORSet:
         """Remove ``element``; KeyError if it is absent."""
         if self._delta:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
-from agentsync.crdt.base import KeyedStore
+from agentsync.crdt.base import KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry
-from agentsync.crdt.values import stored_form
+from agentsync.crdt.values import MAX_STR_CHARS, freeze_key, stored_form
+
+S = TypeVar("S", bound="SetBase")
 
 
 class SetBase(KeyedStore):
@@ -32,6 +34,26 @@ class SetBase(KeyedStore):
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._live_keys()))
+
+    def add(self: S, element: object) -> S:
+        """Add ``element`` with a new dot, superseding its observed dots.
+
+        A new dot even when the element is present: an add concurrent with a
+        remove (of the element, or of the ORMap key holding the set) wins.
+        """
+        if self._delta:
+            self._ensure_replica()
+        key = element
+        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
+            key = freeze_key(key)
+        rid = self._rid
+        dot = self._ctx.next_dot(rid)
+        entries = self._entries
+        old = entries.get(key)
+        entries[key] = (dot,)
+        delta = bare_delta(type(self), rid, {dot, *old} if old else {dot})
+        delta._entries = {key: (dot,)}
+        return delta
 
     def _encode_body(self, writer: Writer) -> Any:
         """``[keys, counts, dot runs, dot counters]``; counts is empty when all are 1."""
