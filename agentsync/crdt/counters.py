@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentsync.crdt.base import FlatStore
+from agentsync.crdt.base import FlatStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry
 from agentsync.crdt.values import INT64_MAX, INT64_MIN, check_amount
@@ -31,32 +31,40 @@ class _CausalCounter(FlatStore):
         return sum(entry[2] for entry in self._entries)
 
     def _add(self, n: int, sign: int) -> Any:
-        """Validate a step (an int >= 0; 0 changes nothing) and apply ``sign * n``."""
+        """Validate a step (an int >= 0; 0 changes nothing) and apply ``sign * n``.
+
+        The new entry carries this replica's whole new total under a new dot,
+        superseding its previous entries. This is the hot path of a counter.
+        """
         if self._delta:
             self._ensure_replica()
         if type(n) is not int or not 0 < n <= INT64_MAX:
             check_amount(n)
             return self._delta_shell(())
-        return self._step(sign * n)
-
-    def _step(self, n: int) -> Any:
         rid = self._rid
         entries = self._entries
-        if len(entries) == 1 and entries[0][0] == rid:  # the hot path: a lone writer
+        if len(entries) == 1 and entries[0][0] == rid:  # a lone writer
             own: tuple[Entry, ...] = entries
             rest: list[Entry] = []
         else:
             own = tuple(e for e in entries if e[0] == rid)
             rest = [e for e in entries if e[0] != rid]
-        total = sum(e[2] for e in own) + n
+        total = sum(e[2] for e in own) + sign * n
         if not self._floor <= total <= INT64_MAX:
             raise IntegerRangeError(f"this replica's total would leave the int64 range: {total}")
-        entry = (rid, self._ctx.next_dot(rid)[1], total)
-        delta = self._replace(entry, own)
+        dot = self._ctx.next_dot(rid)
+        entry = (rid, dot[1], total)
+        cloud = {dot}
+        for e in own:
+            cloud.add((e[0], e[1]))
         if rest:
             rest.append(entry)
             rest.sort()
             self._entries = tuple(rest)
+        else:
+            self._entries = (entry,)
+        delta = bare_delta(type(self), rid, cloud)
+        delta._entries = (entry,)
         return delta
 
     def _encode_body(self, writer: Writer) -> Any:

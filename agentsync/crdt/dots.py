@@ -128,11 +128,15 @@ class CausalContext:
         a compact context never holds in its cloud; cloud dots that become
         contiguous with it fold into the vector.
         """
+        vv = self._vv
+        n = vv.get(replica_id, 0) + 1
         cloud = self._cloud
-        if cloud and (replica_id, self._vv.get(replica_id, 0) + 1) in cloud:
+        if cloud and ((replica_id, n) in cloud or (replica_id, n + 1) in cloud):
             self._refold([replica_id])  # a delta's context need not be compact
-        n = self._vv.get(replica_id, 0) + 1
-        self.add((replica_id, n))
+            n = vv.get(replica_id, 0) + 1
+            self.add((replica_id, n))
+        else:  # the hot path: every write issues a dot
+            vv[replica_id] = n
         return (replica_id, n)
 
     def add(self, dot: tuple[str, int]) -> None:
