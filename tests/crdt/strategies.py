@@ -791,6 +791,7 @@ def worlds(
     max_steps: int = 20,
     snapshots: bool = False,
     check_every_step: bool = True,
+    skews: st.SearchStrategy[int] = SKEWS,
 ) -> World:
     """A reachable world: random mutations, deliveries, merges and ticks on 2-4 replicas."""
     if spec is None:
@@ -798,8 +799,12 @@ def worlds(
     if isinstance(spec, st.SearchStrategy):
         spec = draw(spec)
     n = draw(st.integers(min_replicas, max_replicas))
-    skews = {rid: draw(SKEWS) for rid in RIDS[:n]}
-    world = World(spec, skews, snapshots=snapshots, check_every_step=check_every_step)
+    world = World(
+        spec,
+        {rid: draw(skews) for rid in RIDS[:n]},
+        snapshots=snapshots,
+        check_every_step=check_every_step,
+    )
     for _ in range(draw(st.integers(1, max_steps))):
         world.random_step(draw)
     return world
@@ -850,6 +855,7 @@ def check_reads(replica: CRDT, expect: Any) -> None:
             if key in expect:
                 nested = replica.get(key)
                 assert isinstance(nested, CRDT)
+                assert nested.replica_id == replica.replica_id
                 assert nested.value == expect[key]
                 assert replica[key].value == expect[key]
             else:

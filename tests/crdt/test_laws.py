@@ -9,7 +9,9 @@ replicas with skewed deterministic clocks:
   ``x ⊔ δ ⊔ pre == x ⊔ post`` for any other state x;
 * once every delta reached every replica, in any order and with duplicates,
   the replicas are equal, and equal to the join of all their states;
-* a delta group (deltas joined first) merges like its deltas one by one.
+* a delta group (deltas joined first) merges like its deltas one by one;
+* a delta reads like the state it makes from empty, and states and deltas
+  keep their state through encode/decode.
 
 ``==`` compares replicated state (not the replica id); merge is in place, so
 each side works on ``.copy()``.
@@ -28,9 +30,11 @@ from tests.crdt.strategies import (
     NAMED_SPECS,
     Draw,
     World,
+    check_reads,
     examples,
     join_all,
     lattice_elements,
+    make,
     specs,
     worlds,
 )
@@ -38,6 +42,7 @@ from tests.crdt.strategies import (
 SPEC_NAMES = list(NAMED_SPECS)
 EXAMPLES = 40
 """Per type; the random-spec tests add more, across types."""
+
 
 def join(*states: CRDT) -> CRDT:
     return join_all(states)
@@ -65,7 +70,7 @@ def check_merge_leaves_argument(a: CRDT, b: CRDT) -> None:
     into = a.copy()
     into.merge(b)
     assert b == before, "merge changed its argument"
-    into.merge(join(b, a))  # later writes to the merged replica do not leak into b
+    into.merge(join(b, a))  # later merges into the merged replica do not leak into b
     assert b == before
 
 
@@ -155,6 +160,22 @@ def test_delta_groups_merge_like_their_deltas(name: str, data: st.DataObject) ->
         assert join(target, group) == one_by_one
         assert join(target, regroup) == one_by_one
         assert join(target, group).value == one_by_one.value
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+@settings(max_examples=examples(EXAMPLES))
+@given(data=st.data())
+def test_a_delta_reads_like_the_state_it_makes(name: str, data: st.DataObject) -> None:
+    """A delta (or group), merged into an empty replica, gives a state that reads the same."""
+    world = world_of(data.draw, name)
+    deltas = [sent.delta for sent in world.sent]
+    if len(deltas) > 1:
+        deltas.append(join(*data.draw(st.permutations(deltas))))
+    for delta in deltas:
+        made = make(type(delta), "zz", world.time.clock())
+        made.merge(delta)
+        assert delta.value == made.value
+        check_reads(delta, made.value)
 
 
 # -- convergence --------------------------------------------------------------------------

@@ -797,6 +797,29 @@ def test_far_future_writes_never_merge_into_reachable_states(
             assert replica.value == before.value
 
 
+@settings(max_examples=examples(60))
+@given(
+    data=st.data(),
+    name=st.sampled_from(["LWWRegister", "LWWMap", "ORMap[registers]", "ORMap[every]"]),
+)
+def test_clocks_within_the_max_skew_never_refuse_each_other(data: st.DataObject, name: str) -> None:
+    """Skews up to 59.98 s apart: the HLC pushes timestamps forward but never far enough
+    ahead of the wall clocks for a peer to refuse them, however long the history."""
+    half = MAX_SKEW_NS // 2 - 10**7
+    world = data.draw(
+        worlds(
+            NAMED_SPECS[name],
+            max_steps=40,
+            skews=st.sampled_from([-half, half, 0]) | st.integers(-half, half),
+        )
+    )
+    world.deliver_all()
+    for src in world.rids:
+        for dst in world.rids:
+            world.merge(src, dst)
+    world.check_all()
+
+
 # -- deltas are not replicas -------------------------------------------------------------------
 
 PRODUCE: dict[type[CRDT], list[Callable[[Any], Any]]] = {
