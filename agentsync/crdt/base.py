@@ -149,11 +149,11 @@ class CRDT(abc.ABC):
         full = not other._delta
         self._join(other, self._ctx, other._ctx, full, self._delta)
         self._ctx.merge(other._ctx)
-        if newest:
-            self._observe_ts(newest)
         if self._delta and full:  # a delta joined with a full state is a full state
             self._ctx.compact()
             self._drop_markers()
+        if newest and not self._delta:  # a delta shares its origin's clock: leave it be
+            self._observe_ts(newest)
 
     def copy(self: T) -> T:
         """An independent replica with the same id and state."""
