@@ -13,15 +13,16 @@ O(delta) rather than O(state); merging a full state visits every key.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from agentsync.crdt.dots import CausalContext, Entry, join_dots
+from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
 from agentsync.crdt.values import check_replica_id
 
 if TYPE_CHECKING:
     from agentsync.crdt.codec import Reader, Writer
-    from agentsync.crdt.hlc import HybridLogicalClock
 
 T = TypeVar("T", bound="CRDT")
 
@@ -232,6 +233,39 @@ class CRDT(abc.ABC):
     @abc.abstractmethod
     def _decode_body(cls: type[T], reader: Reader, body: Any, blank: T) -> None:
         """Fill ``blank`` from a wire body; raise DecodeError when malformed."""
+
+
+class Clocked(CRDT):
+    """What the types that stamp writes share: a hybrid logical clock.
+
+    ``clock`` is a wall clock returning nanoseconds, or a HybridLogicalClock
+    to share with other replicas of the same agent. Concrete classes declare
+    the ``_hlc`` slot (two slotted bases cannot both add slots).
+    """
+
+    __slots__ = ()
+
+    _hlc: HybridLogicalClock
+
+    def __init__(
+        self, replica_id: str, *, clock: WallClock | HybridLogicalClock = time.time_ns
+    ) -> None:
+        super().__init__(replica_id)
+        self._hlc = as_hlc(clock)  # type: ignore[misc]  # the slot is on the concrete class
+
+    @property
+    def clock(self) -> HybridLogicalClock:
+        """The hybrid logical clock that stamps this replica's writes."""
+        return self._hlc
+
+    def _clock(self) -> HybridLogicalClock:
+        return self._hlc
+
+    def _check_ts(self, timestamp: int) -> None:
+        self._hlc.check(timestamp)
+
+    def _observe_ts(self, timestamp: int) -> None:
+        self._hlc.observe(timestamp)
 
 
 class FlatStore(CRDT):

@@ -11,14 +11,13 @@ stable.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-from agentsync.crdt.base import KeyedStore, bare_delta
+from agentsync.crdt.base import Clocked, KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import CausalContext, Entry
-from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
+from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.registers import lww_winner
 from agentsync.crdt.values import (
     INT64_MAX,
@@ -47,7 +46,7 @@ def _is_removed(dots: tuple[Entry, ...]) -> bool:
     return (dots[0] if len(dots) == 1 else lww_winner(dots))[3] is TOMBSTONE if dots else False
 
 
-class LWWMap(KeyedStore):
+class LWWMap(Clocked, KeyedStore):
     """A map of plain values where the last write to a key wins.
 
     ``clock`` is a wall clock in nanoseconds, or a HybridLogicalClock to share.
@@ -59,12 +58,6 @@ class LWWMap(KeyedStore):
     _removed: int
     """How many stored keys are removed (their winner is a tombstone)."""
 
-    def __init__(
-        self, replica_id: str, *, clock: WallClock | HybridLogicalClock = time.time_ns
-    ) -> None:
-        super().__init__(replica_id)
-        self._hlc = as_hlc(clock)
-
     TAG = "lm"
 
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
@@ -72,14 +65,6 @@ class LWWMap(KeyedStore):
         self._removed = 0
         if hlc is not None:
             self._hlc = hlc
-
-    def _clock(self) -> HybridLogicalClock:
-        return self._hlc
-
-    @property
-    def clock(self) -> HybridLogicalClock:
-        """The hybrid logical clock that stamps this replica's writes."""
-        return self._hlc
 
     # -- reads ----------------------------------------------------------------
 
@@ -216,12 +201,6 @@ class LWWMap(KeyedStore):
                 if e[2] > newest and not (e[1] <= vv.get(e[0], 0) or (e[0], e[1]) in cloud):
                     newest = e[2]
         return newest
-
-    def _check_ts(self, timestamp: int) -> None:
-        self._hlc.check(timestamp)
-
-    def _observe_ts(self, timestamp: int) -> None:
-        self._hlc.observe(timestamp)
 
     # -- wire form --------------------------------------------------------------
 

@@ -16,14 +16,13 @@ as a type it does not hold raises TypeError.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
-from agentsync.crdt.base import CRDT
+from agentsync.crdt.base import CRDT, Clocked
 from agentsync.crdt.codec import Reader, Writer, tag_of, type_of
 from agentsync.crdt.dots import CausalContext
-from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
+from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.values import MAX_MAP_DEPTH, freeze_key, stored_form
 
 N = TypeVar("N", bound=CRDT)
@@ -32,7 +31,7 @@ Fields = dict[str, CRDT]
 """The nested replicas under one key, by type tag."""
 
 
-class ORMap(CRDT):
+class ORMap(Clocked):
     """A map of nested CRDTs with update-wins semantics and reset-remove.
 
     ``clock`` is a wall clock in nanoseconds, or a HybridLogicalClock; the map
@@ -48,28 +47,14 @@ class ORMap(CRDT):
     _level: int
     """How deeply this map is nested in other maps (0 at the top)."""
 
-    def __init__(
-        self, replica_id: str, *, clock: WallClock | HybridLogicalClock = time.time_ns
-    ) -> None:
-        super().__init__(replica_id)
-        self._hlc = as_hlc(clock)
-
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._fields = {}
         self._level = depth
         if hlc is not None:
             self._hlc = hlc
 
-    def _clock(self) -> HybridLogicalClock:
-        return self._hlc
-
     def _depth(self) -> int:
         return self._level
-
-    @property
-    def clock(self) -> HybridLogicalClock:
-        """The hybrid logical clock shared by everything this map nests."""
-        return self._hlc
 
     # -- reads ----------------------------------------------------------------
 
@@ -281,12 +266,6 @@ class ORMap(CRDT):
             (n._newest_ts(seen) for fields in self._fields.values() for n in fields.values()),
             default=0,
         )
-
-    def _check_ts(self, timestamp: int) -> None:
-        self._hlc.check(timestamp)
-
-    def _observe_ts(self, timestamp: int) -> None:
-        self._hlc.observe(timestamp)
 
     # -- wire form --------------------------------------------------------------
 

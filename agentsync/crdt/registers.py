@@ -7,13 +7,12 @@ LWWRegister shows the one with the greatest (HLC timestamp, replica id).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from agentsync.crdt.base import FlatStore
+from agentsync.crdt.base import Clocked, FlatStore
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import CausalContext, Entry
-from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
+from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.values import INT64_MAX, Value, freeze
 
 
@@ -76,7 +75,7 @@ def newest_unseen(entries: Any, seen: CausalContext) -> int:
     return newest
 
 
-class LWWRegister(FlatStore):
+class LWWRegister(Clocked, FlatStore):
     """A last-writer-wins register, timestamped by a hybrid logical clock.
 
     A write made after merging another replica's write always wins, even when
@@ -90,24 +89,10 @@ class LWWRegister(FlatStore):
 
     _hlc: HybridLogicalClock
 
-    def __init__(
-        self, replica_id: str, *, clock: WallClock | HybridLogicalClock = time.time_ns
-    ) -> None:
-        super().__init__(replica_id)
-        self._hlc = as_hlc(clock)
-
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._entries = ()
         if hlc is not None:
             self._hlc = hlc
-
-    def _clock(self) -> HybridLogicalClock:
-        return self._hlc
-
-    @property
-    def clock(self) -> HybridLogicalClock:
-        """The hybrid logical clock that stamps this replica's writes."""
-        return self._hlc
 
     @property
     def value(self) -> Value:
@@ -124,12 +109,6 @@ class LWWRegister(FlatStore):
 
     def _newest_ts(self, seen: CausalContext) -> int:
         return newest_unseen(self._entries, seen)
-
-    def _check_ts(self, timestamp: int) -> None:
-        self._hlc.check(timestamp)
-
-    def _observe_ts(self, timestamp: int) -> None:
-        self._hlc.observe(timestamp)
 
     def _encode_body(self, writer: Writer) -> Any:
         entries = self._entries
