@@ -17,7 +17,7 @@ import time
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from agentsync.crdt.dots import CausalContext, Entry, join_dots
+from agentsync.crdt.dots import CausalContext, Entry, dot_key, join_dots
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
 from agentsync.crdt.values import check_replica_id
 
@@ -33,15 +33,12 @@ def bare_delta(kind: type[T], replica_id: str, cloud: set[tuple[str, int]]) -> T
     """A delta of ``kind`` whose context is exactly ``cloud``, with no store yet.
 
     Mutators are the hot path, so they build their delta with this and set the
-    store themselves: every call saved here is saved on every write.
+    store themselves, skipping the generic store set-up of ``_blank``.
     """
     delta = _new(kind)
     delta._rid = replica_id
     delta._delta = True
-    ctx = _new(CausalContext)
-    ctx._vv = {}
-    ctx._cloud = cloud
-    delta._ctx = ctx
+    delta._ctx = CausalContext._of_dots(cloud)
     return delta
 
 
@@ -91,7 +88,9 @@ class CRDT(abc.ABC):
 
     def _delta_shell(self: T, dots: Any) -> T:
         """An empty delta from this replica whose context holds exactly ``dots``."""
-        delta = self._blank(self._rid, CausalContext._of_dots(dots), self._clock(), self._depth())
+        delta = self._blank(
+            self._rid, CausalContext._of_dots(set(dots)), self._clock(), self._depth()
+        )
         delta._delta = True
         return delta
 
@@ -312,12 +311,22 @@ class FlatStore(CRDT):
     def _drop_markers(self) -> None:
         self._delta = False  # a flat store has no keys, hence no markers
 
-    def _replace(self: T, entry: Entry, dropped: tuple[Entry, ...]) -> T:
-        """Make ``entry`` the whole store, superseding ``dropped``; return the delta."""
+    def _replace(
+        self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
+    ) -> T:
+        """Store ``entry`` beside ``kept`` (the rest goes), superseding ``dropped``.
+
+        Returns the delta: ``entry`` under a context of its dot and the dropped ones.
+        """
         cloud = {(entry[0], entry[1])}
         for old in dropped:
             cloud.add((old[0], old[1]))
-        self._entries = (entry,)  # type: ignore[attr-defined]
+        if kept:
+            kept.append(entry)
+            kept.sort(key=dot_key)
+            self._entries = tuple(kept)  # type: ignore[attr-defined]
+        else:
+            self._entries = (entry,)  # type: ignore[attr-defined]
         delta = bare_delta(type(self), self._rid, cloud)
         delta._entries = (entry,)  # type: ignore[attr-defined]
         clock = self._clock()

@@ -15,7 +15,6 @@ else, on malformed input. The layout is documented in
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Hashable, Iterable
 from itertools import repeat
@@ -28,11 +27,11 @@ from agentsync.crdt.dots import CausalContext, Entry, dot_key
 from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.values import (
     INT64_MAX,
-    INT64_MIN,
     MAX_REPLICA_ID_CHARS,
     MAX_STR_CHARS,
-    MAX_VALUE_DEPTH,
     Value,
+    freeze,
+    freeze_key,
 )
 from agentsync.errors import DecodeError
 
@@ -363,38 +362,16 @@ class Reader:
             entries.sort(key=dot_key)
         return tuple(entries)
 
-    def value(self, raw: Any, depth: int = 0) -> Value:
-        """A value, checked against the domain and frozen."""
-        kind = type(raw)
-        if raw is None or kind is bool:
-            return raw
-        if kind is str or kind is bytes:
-            if len(raw) > MAX_STR_CHARS:
-                self.fail(f"{kind.__name__} values may hold at most {MAX_STR_CHARS} items")
-            return raw
-        if kind is int:
-            if not INT64_MIN <= raw <= INT64_MAX:
-                self.fail(f"int {raw} does not fit in signed 64 bits")
-            return raw
-        if kind is float:
-            if not math.isfinite(raw):
-                self.fail("floats must be finite")
-            return raw
-        if kind is tuple or kind is dict:
-            if depth >= MAX_VALUE_DEPTH:
-                self.fail(f"values nest deeper than {MAX_VALUE_DEPTH}")
-            if kind is tuple:
-                return tuple(self.value(item, depth + 1) for item in raw)
-            if not all(type(key) is str for key in raw):
-                self.fail("dict keys in values must be str")
-            return MappingProxyType({k: self.value(v, depth + 1) for k, v in raw.items()})
-        return self.fail(f"unsupported value type {kind.__name__}")
+    def value(self, raw: Any) -> Value:
+        """A value, checked against the domain (``values.freeze``) and frozen."""
+        try:
+            return freeze(raw)
+        except (TypeError, ValueError) as exc:
+            return self.fail(f"invalid value: {exc}")
 
     def key(self, raw: Any) -> Hashable:
-        """A set element or map key: a value that is hashable."""
-        key = self.value(raw)
+        """A set element or map key (``values.freeze_key``)."""
         try:
-            hash(key)
-        except TypeError:
-            self.fail("set elements and map keys must be hashable")
-        return key  # type: ignore[no-any-return]
+            return freeze_key(raw)
+        except (TypeError, ValueError) as exc:
+            return self.fail(f"invalid key: {exc}")

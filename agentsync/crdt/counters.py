@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentsync.crdt.base import FlatStore, bare_delta
+from agentsync.crdt.base import FlatStore
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry
 from agentsync.crdt.values import INT64_MAX, INT64_MIN, check_amount
@@ -53,19 +53,7 @@ class _CausalCounter(FlatStore):
         if not self._floor <= total <= INT64_MAX:
             raise IntegerRangeError(f"this replica's total would leave the int64 range: {total}")
         dot = self._ctx.next_dot(rid)
-        entry = (rid, dot[1], total)
-        cloud = {dot}
-        for e in own:
-            cloud.add((e[0], e[1]))
-        if rest:
-            rest.append(entry)
-            rest.sort()
-            self._entries = tuple(rest)
-        else:
-            self._entries = (entry,)
-        delta = bare_delta(type(self), rid, cloud)
-        delta._entries = (entry,)
-        return delta
+        return self._replace((rid, dot[1], total), own, rest)
 
     def _encode_body(self, writer: Writer) -> Any:
         return [*writer.dot_columns(self._entries), [e[2] for e in self._entries]]

@@ -31,8 +31,10 @@ class Dot(NamedTuple):
 class CausalContext:
     """The set of dots a replica has seen: a version vector plus a dot cloud.
 
-    It stays compact: a cloud dot that becomes contiguous with the vector is
-    folded into it at once, and a cloud dot the vector covers is dropped.
+    A replica's context stays compact: a cloud dot that becomes contiguous with
+    the vector is folded into it, and one the vector covers is dropped. A
+    delta's context holds exactly its dots, all in the cloud, because building
+    it is on the hot path; ``==`` compares dot sets, so the form never matters.
     """
 
     __slots__ = ("_cloud", "_vv")
@@ -167,19 +169,8 @@ class CausalContext:
                 raised.append(replica_id)
         if raised and self._cloud:
             self._refold(raised)
-        cloud = self._cloud
-        for dot in other._cloud:  # self.add(dot), inlined: deltas bring many cloud dots
-            replica_id, n = dot
-            top = vv.get(replica_id, 0)
-            if n <= top:
-                continue
-            if n != top + 1:
-                cloud.add(dot)
-                continue
-            while (replica_id, n + 1) in cloud:
-                n += 1
-                cloud.discard((replica_id, n))
-            vv[replica_id] = n
+        for dot in other._cloud:
+            self.add(dot)
 
     def _refold(self, replica_ids: list[str]) -> None:
         """Drop or fold the cloud dots of replicas whose vector entry grew."""
@@ -199,11 +190,11 @@ class CausalContext:
         return twin
 
     @classmethod
-    def _of_dots(cls, dots: Iterable[tuple[str, int]]) -> CausalContext:
-        """A context holding exactly ``dots``: the context of a delta."""
+    def _of_dots(cls, cloud: set[tuple[str, int]]) -> CausalContext:
+        """A context holding exactly ``cloud`` (owned, not copied): a delta's."""
         ctx = cls.__new__(cls)
         ctx._vv = {}
-        ctx._cloud = set(dots)
+        ctx._cloud = cloud
         return ctx
 
     def _replica_ids(self) -> set[str]:

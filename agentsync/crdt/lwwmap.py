@@ -12,17 +12,16 @@ stable.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
+from itertools import chain
 from typing import Any
 
 from agentsync.crdt.base import Clocked, KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import CausalContext, Entry
 from agentsync.crdt.hlc import HybridLogicalClock
-from agentsync.crdt.registers import lww_winner
+from agentsync.crdt.registers import lww_winner, newest_unseen
 from agentsync.crdt.values import (
     INT64_MAX,
-    INT64_MIN,
-    MAX_STR_CHARS,
     Value,
     freeze,
     freeze_key,
@@ -43,7 +42,7 @@ TOMBSTONE: Any = _Tombstone()
 
 
 def _is_removed(dots: tuple[Entry, ...]) -> bool:
-    return (dots[0] if len(dots) == 1 else lww_winner(dots))[3] is TOMBSTONE if dots else False
+    return bool(dots) and lww_winner(dots)[3] is TOMBSTONE
 
 
 class LWWMap(Clocked, KeyedStore):
@@ -115,7 +114,7 @@ class LWWMap(Clocked, KeyedStore):
         pairs = []
         for key, dots in self._entries.items():
             if dots:
-                value = (dots[0] if len(dots) == 1 else lww_winner(dots))[3]
+                value = lww_winner(dots)[3]
                 if value is not TOMBSTONE:
                     pairs.append((key, value))
         return pairs
@@ -126,15 +125,7 @@ class LWWMap(Clocked, KeyedStore):
         """Write ``value`` under ``key`` and return the delta."""
         if self._delta:
             self._ensure_replica()
-        # Inline fast paths for str keys and str or int values: the hot path.
-        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
-            key = freeze_key(key)
-        if value.__class__ is int:
-            if not INT64_MIN <= value <= INT64_MAX:
-                freeze(value)  # raises IntegerRangeError
-        elif value.__class__ is not str or len(value) > MAX_STR_CHARS:
-            value = freeze(value)
-        return self._write(key, value)
+        return self._write(freeze_key(key), freeze(value))
 
     def remove(self, key: object) -> LWWMap:
         """Remove ``key``; KeyError if it is absent."""
@@ -193,14 +184,7 @@ class LWWMap(Clocked, KeyedStore):
         self._removed = sum(1 for dots in self._entries.values() if _is_removed(dots))
 
     def _newest_ts(self, seen: CausalContext) -> int:
-        newest = 0
-        vv = seen._vv
-        cloud = seen._cloud
-        for dots in self._entries.values():
-            for e in dots:  # newest_unseen, inlined: this runs on every merge
-                if e[2] > newest and not (e[1] <= vv.get(e[0], 0) or (e[0], e[1]) in cloud):
-                    newest = e[2]
-        return newest
+        return newest_unseen(chain.from_iterable(self._entries.values()), seen)
 
     # -- wire form --------------------------------------------------------------
 
@@ -210,11 +194,7 @@ class LWWMap(Clocked, KeyedStore):
         ``[keys, dot runs, dot counters, timestamp deltas, values,
         tombstone rows, marker keys]``.
         """
-        rows = (
-            sorted((entry, key) for key, dots in self._entries.items() for entry in dots)
-            if len(self._entries) > 1
-            else [(entry, key) for key, dots in self._entries.items() for entry in dots]
-        )
+        rows = sorted((entry, key) for key, dots in self._entries.items() for entry in dots)
         entries = [entry for entry, _ in rows]
         stamps = []
         previous = 0
@@ -252,8 +232,8 @@ class LWWMap(Clocked, KeyedStore):
             ts += step
             if not 0 <= ts <= INT64_MAX:
                 reader.fail(f"timestamp {ts} is out of range")
-            value = raw if raw is TOMBSTONE or type(raw) is str else reader.value(raw)
-            key = raw_key if type(raw_key) is str else reader.key(raw_key)
+            value = raw if raw is TOMBSTONE else reader.value(raw)
+            key = reader.key(raw_key)
             group = grouped.get(key)
             if group is None:
                 grouped[key] = [(r, n, ts, value)]

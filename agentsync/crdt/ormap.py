@@ -129,9 +129,10 @@ class ORMap(Clocked):
         fields = self._fields.get(frozen)
         nested = fields.get(tag) if fields else None
         if nested is None:
-            if fields and self._shown(fields) is not None:
-                held = type(self._shown(fields)).__name__
-                raise TypeError(f"key {key!r} holds a {held}, not a {kind.__name__}")
+            held = self._shown(fields) if fields else None
+            if held is not None:
+                name = type(held).__name__
+                raise TypeError(f"key {key!r} holds a {name}, not a {kind.__name__}")
             if kind is ORMap and self._level + 1 >= MAX_MAP_DEPTH:
                 raise ValueError(f"ORMaps may nest at most {MAX_MAP_DEPTH} deep")
             nested = kind._blank(self._rid, self._ctx, self._hlc, self._level + 1)

@@ -12,7 +12,7 @@ from collections.abc import Hashable
 
 from agentsync.crdt.base import bare_delta
 from agentsync.crdt.setbase import SetBase
-from agentsync.crdt.values import MAX_STR_CHARS, freeze_key
+from agentsync.crdt.values import freeze_key
 
 
 class ORSet(SetBase):
@@ -25,9 +25,7 @@ class ORSet(SetBase):
         """Remove ``element``; KeyError if it is absent."""
         if self._delta:
             self._ensure_replica()
-        key = element
-        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
-            key = freeze_key(key)
+        key = freeze_key(element)
         if not self._entries.get(key):
             raise KeyError(element)
         return self._drop(key)

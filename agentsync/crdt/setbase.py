@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from agentsync.crdt.base import KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry
-from agentsync.crdt.values import MAX_STR_CHARS, freeze_key, stored_form
+from agentsync.crdt.values import freeze_key, stored_form
 
 S = TypeVar("S", bound="SetBase")
 
@@ -43,9 +43,7 @@ class SetBase(KeyedStore):
         """
         if self._delta:
             self._ensure_replica()
-        key = element
-        if key.__class__ is not str or len(key) > MAX_STR_CHARS:
-            key = freeze_key(key)
+        key = freeze_key(element)
         rid = self._rid
         dot = self._ctx.next_dot(rid)
         entries = self._entries

@@ -73,9 +73,7 @@ def freeze(value: object) -> Value:
     IntegerRangeError for an int outside signed 64 bits.
     """
     kind = type(value)
-    if value is None or kind is bool:
-        return value
-    if kind is str or kind is bytes:
+    if kind is str or kind is bytes:  # first: the common case
         if len(value) > MAX_STR_CHARS:  # type: ignore[arg-type]
             raise ValueError(f"{kind.__name__} values may hold at most {MAX_STR_CHARS} items")
         return value
@@ -83,6 +81,8 @@ def freeze(value: object) -> Value:
         if INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
             return value
         raise IntegerRangeError(f"ints must fit in signed 64 bits, not {value}")
+    if value is None or kind is bool:
+        return value
     return _freeze_nested(value, 0)
 
 
@@ -118,6 +118,8 @@ def _freeze_item(item: object, depth: int) -> Value:
 
 def freeze_key(key: object) -> Hashable:
     """Validate a set element or map key: a frozen value that is hashable."""
+    if key.__class__ is str and len(key) <= MAX_STR_CHARS:
+        return key  # the hot path of every keyed write
     frozen = freeze(key)
     try:
         hash(frozen)
