@@ -17,3 +17,11 @@ class IntegerRangeError(AgentsyncError, ValueError, TypeError):
     It is a ValueError (the value is wrong) and a TypeError (int64 is the
     accepted type), so either ``except`` clause catches it.
     """
+
+
+class ProtocolError(AgentsyncError, ValueError):
+    """A well-formed sync message that this node cannot accept; nothing was changed."""
+
+
+class ClusterMismatchError(ProtocolError):
+    """A sync message from a node of another cluster."""

@@ -4,6 +4,10 @@ Every type here is a *causal* delta-state CRDT: a dot store paired with a
 causal context (Almeida et al. 2018, section 5). That uniformity is what lets
 an ORMap nest any type under one shared context, with reset-remove.
 
+Every change issues a dot, removals included (a remove's own dot is stored
+nowhere), so two replicas that have seen the same dots hold the same state.
+The sync layer relies on that to compare replicas by their contexts.
+
 Deltas are instances of the same type with ``_delta`` set. A delta names every
 key whose dots its context covers, with an empty dot tuple (a *marker*) for
 keys it removed. Merging a delta therefore visits only the keys it names,
@@ -17,7 +21,7 @@ import time
 from collections.abc import Hashable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from agentsync.crdt.dots import CausalContext, Entry, dot_key, join_dots
+from agentsync.crdt.dots import CausalContext, Cut, Entry, dot_key, join_dots, novel_dots
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
 from agentsync.crdt.values import check_replica_id
 
@@ -155,6 +159,34 @@ class CRDT(abc.ABC):
         if newest and not self._delta:  # a delta shares its origin's clock: leave it be
             self._observe_ts(newest)
 
+    def unseen_part(self: T, other: T) -> T | None:
+        """The part of ``other`` this replica has not seen; None when it adds nothing.
+
+        Merging the part here has the same effect as merging ``other``; the
+        sync layer buffers and forwards only this part of what it receives
+        (RR, Enes et al. 2019). The part is a delta, except when ``other`` is
+        a full state that removed something this replica never saw: which keys
+        such a removal emptied is unknowable, so ``other`` is returned whole.
+        """
+        if type(other) is not type(self):
+            raise TypeError(f"cannot compare a {type(other).__name__} with a {type(self).__name__}")
+        mine = self._ctx
+        theirs = other._ctx
+        new = theirs._minus(mine)
+        stored_new = sum(1 for dot in other._dots() if not mine.has(dot[0], dot[1]))
+        keep_all = new._size() > stored_new  # it removed dots this replica never saw
+        if keep_all and not other._delta:
+            return other.copy()
+        cut = Cut(mine, theirs, not other._delta, keep_all, new)
+        part = other._novel(self, cut)
+        for dot in cut.removed:
+            new.add(dot)
+        if not new:
+            return None
+        if part is None:  # pragma: no cover  # new dots are kept entries or removals
+            part = other._marker(new)
+        return part
+
     def copy(self: T) -> T:
         """An independent replica with the same id and state."""
         clock = self._clock()
@@ -213,6 +245,21 @@ class CRDT(abc.ABC):
     @abc.abstractmethod
     def _drop_markers(self) -> None:
         """Become a full state: clear the delta flag and remove empty markers."""
+
+    @abc.abstractmethod
+    def _novel(self: T, mine: T | None, cut: Cut) -> T | None:
+        """The delta store of what joining this store into ``mine`` would change.
+
+        Keeps the entries not seen here and names the keys whose entries the
+        join would drop; with ``cut.keep_all``, names every key this store
+        names. The part is built on ``cut.part_ctx``; None if it names nothing.
+        """
+
+    def _part(self: T, part_ctx: CausalContext) -> T:
+        """An empty delta of this type on ``part_ctx``, to fill with a part."""
+        part = self._blank(self._rid, part_ctx, self._clock(), self._depth())
+        part._delta = True
+        return part
 
     def _newest_ts(self, seen: CausalContext) -> int:
         """The newest timestamp among entries whose dot ``seen`` lacks (0: none)."""
@@ -310,6 +357,15 @@ class FlatStore(CRDT):
 
     def _drop_markers(self) -> None:
         self._delta = False  # a flat store has no keys, hence no markers
+
+    def _novel(self: T, mine: T | None, cut: Cut) -> T | None:
+        ours = mine._entries if mine is not None else ()  # type: ignore[attr-defined]
+        kept, drops = novel_dots(ours, self._entries, cut)  # type: ignore[attr-defined]
+        if not (kept or drops or cut.keep_all):
+            return None
+        part = self._part(cut.part_ctx)
+        part._entries = kept  # type: ignore[attr-defined]
+        return part
 
     def _replace(
         self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
@@ -411,6 +467,24 @@ class KeyedStore(CRDT):
         for key in [k for k, v in self._entries.items() if not v]:
             del self._entries[key]
         self._after_load()
+
+    def _novel(self: Store, mine: Store | None, cut: Cut) -> Store | None:
+        theirs = self._entries
+        ours = mine._entries if mine is not None else {}
+        keys = list(theirs)
+        if cut.full:
+            keys += [key for key in ours if key not in theirs]
+        entries: dict[Hashable, tuple[Entry, ...]] = {}
+        for key in keys:
+            kept, drops = novel_dots(ours.get(key, ()), theirs.get(key, ()), cut)
+            if kept or drops or cut.keep_all:
+                entries[key] = kept
+        if not (entries or cut.keep_all):
+            return None
+        part = self._part(cut.part_ctx)
+        part._entries = entries
+        part._after_load()
+        return part
 
     def _after_load(self) -> None:
         """Recompute derived counts after the store was filled wholesale."""

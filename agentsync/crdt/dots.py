@@ -13,6 +13,7 @@ equal stores are equal tuples.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from agentsync.crdt.values import check_counter, check_replica_id
@@ -100,6 +101,45 @@ class CausalContext:
         twin = self.copy()
         twin.compact()
         return twin
+
+    def __le__(self, other: CausalContext) -> bool:
+        """True when every dot of this context is in ``other`` (subset)."""
+        if not isinstance(other, CausalContext):
+            return NotImplemented
+        their_vv = other._vv
+        their_cloud = other._cloud
+        for replica_id, n in self._vv.items():
+            top = their_vv.get(replica_id, 0)
+            if n > top:
+                if n - top > len(their_cloud):
+                    return False
+                if any((replica_id, k) not in their_cloud for k in range(top + 1, n + 1)):
+                    return False
+        return all(n <= their_vv.get(r, 0) or (r, n) in their_cloud for r, n in self._cloud)
+
+    def _minus(self, other: CausalContext) -> CausalContext:
+        """The dots of this context that ``other`` lacks."""
+        result = CausalContext._of_dots(set())
+        their_vv = other._vv
+        their_cloud = other._cloud
+        cloud_ids = {r for r, _ in their_cloud}
+        for replica_id, n in self._vv.items():
+            top = their_vv.get(replica_id, 0)
+            if n <= top:
+                continue
+            if top == 0 and replica_id not in cloud_ids:
+                result._vv[replica_id] = n
+            else:
+                missing = ((replica_id, k) for k in range(top + 1, n + 1))
+                result._cloud.update(dot for dot in missing if dot not in their_cloud)
+        for dot in self._cloud:
+            if not (dot[1] <= their_vv.get(dot[0], 0) or dot in their_cloud):
+                result._cloud.add(dot)
+        return result
+
+    def _size(self) -> int:
+        """How many dots this context holds."""
+        return sum(self._vv.values()) + len(self._cloud)
 
     def compact(self) -> None:
         """Fold every cloud dot that is contiguous with the vector into it."""
@@ -238,3 +278,40 @@ def join_dots(
     if len(kept) > 1:
         kept.sort(key=dot_key)
     return tuple(kept)
+
+
+@dataclass(slots=True)
+class Cut:
+    """What ``CRDT.unseen_part`` threads through nested stores."""
+
+    my_ctx: CausalContext
+    their_ctx: CausalContext
+    full: bool
+    """The incoming side is a full state: visit local keys it does not name."""
+    keep_all: bool
+    """It removed dots never seen here: name every key it names."""
+    part_ctx: CausalContext
+    """The context the part is built on."""
+    removed: set[tuple[str, int]] = field(default_factory=set)
+    """The local dots the incoming side removes."""
+
+
+def novel_dots(
+    mine: tuple[Entry, ...], theirs: tuple[Entry, ...], cut: Cut
+) -> tuple[tuple[Entry, ...], bool]:
+    """What joining ``theirs`` into ``mine`` would change, as ``join_dots`` sees it.
+
+    Returns the entries of ``theirs`` that this replica has not seen, and
+    whether the join drops any of ``mine``; those dots go into ``cut.removed``.
+    """
+    my_ctx = cut.my_ctx
+    kept = tuple(e for e in theirs if not my_ctx.has(e[0], e[1]))
+    drops = False
+    if mine:
+        their_dots = {(e[0], e[1]) for e in theirs}
+        for e in mine:
+            dot = (e[0], e[1])
+            if dot not in their_dots and cut.their_ctx.has(e[0], e[1]):
+                cut.removed.add(dot)
+                drops = True
+    return kept, drops

@@ -33,8 +33,10 @@ class EWFlag(FlatStore):
         if self._delta:
             self._ensure_replica()
         observed = self._entries
+        if not observed:
+            return self._delta_shell(())
         self._entries = ()
-        return self._delta_shell(observed)
+        return self._delta_shell([*observed, self._ctx.next_dot(self._rid)])
 
     def _encode_body(self, writer: Writer) -> Any:
         return writer.dot_columns(self._entries)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from agentsync.crdt.base import CRDT, Clocked
 from agentsync.crdt.codec import Reader, Writer, tag_of, type_of
-from agentsync.crdt.dots import CausalContext
+from agentsync.crdt.dots import CausalContext, Cut
 from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.values import MAX_MAP_DEPTH, freeze_key, stored_form
 
@@ -162,7 +162,8 @@ class ORMap(Clocked):
         fields = self._fields.get(frozen)
         if not fields:
             raise KeyError(key)
-        delta = self._delta_shell([dot for nested in fields.values() for dot in nested._dots()])
+        observed = [dot for nested in fields.values() for dot in nested._dots()]
+        delta = self._delta_shell([*observed, self._ctx.next_dot(self._rid)])
         delta._fields[frozen] = {tag: nested._marker(delta._ctx) for tag, nested in fields.items()}
         del self._fields[frozen]
         return delta
@@ -261,6 +262,30 @@ class ORMap(Clocked):
                     del fields[tag]
             if not fields:
                 del self._fields[key]
+
+    def _novel(self, mine: ORMap | None, cut: Cut) -> ORMap | None:
+        theirs = self._fields
+        ours = mine._fields if mine is not None else {}
+        part = self._part(cut.part_ctx)
+        keys = list(theirs)
+        full = cut.full
+        if full:
+            keys += [key for key in ours if key not in theirs]
+        for key in keys:
+            their_fields = theirs.get(key) or {}
+            my_fields = ours.get(key) or {}
+            tags = list(their_fields)
+            if full:
+                tags += [tag for tag in my_fields if tag not in their_fields]
+            for tag in tags:
+                incoming = their_fields.get(tag)
+                if incoming is None:  # only here; their context may still reset it
+                    kind = type(my_fields[tag])
+                    incoming = kind._blank(self._rid, cut.their_ctx, self._hlc, self._level + 1)
+                nested = incoming._novel(my_fields.get(tag), cut)
+                if nested is not None:
+                    part._fields.setdefault(key, {})[tag] = nested
+        return part if part._fields or cut.keep_all else None
 
     def _newest_ts(self, seen: CausalContext) -> int:
         return max(

@@ -2,8 +2,9 @@
 
 Each element maps to the dots of the adds that are still alive. A remove
 drops the dots it observed and leaves no tombstone: the causal context
-remembers them. An add concurrent with a remove issued a dot the remove did
-not observe, so the add wins.
+remembers them. A remove also issues a dot of its own, stored nowhere, so
+that every change shows in the context (see ``base``). An add concurrent
+with a remove issued a dot the remove did not observe, so the add wins.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ class ORSet(SetBase):
         """Remove every element observed here and return the delta."""
         if self._delta:
             self._ensure_replica()
-        delta = self._delta_shell(self._dots())
+        if not self._entries:
+            return self._delta_shell(())
+        delta = self._delta_shell([*self._dots(), self._ctx.next_dot(self._rid)])
         delta._entries = dict.fromkeys(self._entries, ())
         self._entries.clear()
         return delta
 
     def _drop(self, key: Hashable) -> ORSet:
         observed = self._entries.pop(key)
-        delta = bare_delta(type(self), self._rid, set(observed))
+        delta = bare_delta(type(self), self._rid, {*observed, self._ctx.next_dot(self._rid)})
         delta._entries = {key: ()}
         return delta

@@ -80,6 +80,7 @@ FLAT_KINDS: tuple[type[CRDT], ...] = (
 )
 """Every type that is not an ORMap."""
 
+
 def examples(n: int) -> int:
     """``n`` examples under the default profile, scaled with the loaded profile.
 
@@ -694,9 +695,7 @@ class World:
         else:
             assert obj.value == (expected(value),)
         assert deep_frozen(obj.value)
-        self._record(
-            op, path, "set", issues_dot=True, value=expected(value), ts=ts, kills=alive
-        )
+        self._record(op, path, "set", issues_dot=True, value=expected(value), ts=ts, kills=alive)
         return delta
 
     def _check_hlc(self, rid: str, ts: int, wall: int) -> None:

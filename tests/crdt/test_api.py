@@ -1047,15 +1047,32 @@ def test_emptying_one_of_two_concurrent_types_keeps_the_other() -> None:
     assert len(a) == 0
 
 
-@pytest.mark.parametrize("kind", [ORSet, ORMap], ids=lambda k: k.__name__)
-def test_equal_contexts_with_different_stores_differ(kind: type[CRDT]) -> None:
+@pytest.mark.parametrize("kind", [ORSet, ORMap, EWFlag], ids=lambda k: k.__name__)
+def test_every_change_shows_in_the_context(kind: type[CRDT]) -> None:
     a = new(kind, "a")
-    delta = WRITE[kind](a, "x")
-    b = new(kind, "b")
-    b.merge(delta)
-    a.remove("x")  # removes no dot of its own: the context stays the same
-    assert a.context == b.context
-    assert a != b
+    WRITE[kind](a, "x")
+    before = a.context
+    if kind is EWFlag:
+        a.disable()
+    else:
+        a.remove("x")
+    assert a.context != before  # a remove issues a dot of its own, stored nowhere
+    assert before <= a.context
+
+
+def test_equal_contexts_with_different_stores_differ() -> None:
+    # Only out-of-order delivery gets here: b misses c's first re-add of x,
+    # whose context would have dropped a's dot.
+    a, b, c, d = ORSet("a"), ORSet("b"), ORSet("c"), ORSet("d")
+    first = a.add("x")
+    for replica in (b, c, d):
+        replica.merge(first)
+    d.merge(c.add("x"))
+    second = c.add("x")
+    b.merge(second)
+    d.merge(second)
+    assert b.context == d.context
+    assert b != d
 
 
 @KINDS

@@ -165,6 +165,33 @@ def test_delta_groups_merge_like_their_deltas(name: str, data: st.DataObject) ->
 @pytest.mark.parametrize("name", SPEC_NAMES)
 @settings(max_examples=examples(EXAMPLES))
 @given(data=st.data())
+def test_the_unseen_part_merges_like_the_whole(name: str, data: st.DataObject) -> None:
+    """RR: forwarding ``a.unseen_part(b)`` instead of ``b`` is safe at ``a`` and downstream.
+
+    Downstream means any replica that already holds ``a`` (here ``a ⊔ x``):
+    the sync layer forwards a part only to peers that hold the state it was
+    cut against.
+    """
+    world = world_of(data.draw, name)
+    pool = lattice_elements(world, deltas=True)
+    if world.sent:
+        indices = range(len(world.sent))
+        chosen = data.draw(st.lists(st.sampled_from(indices), min_size=1, max_size=6))
+        pool.append(join(*(world.sent[i].delta for i in chosen)))
+    a, b, x = (data.draw(st.sampled_from(pool)) for _ in range(3))
+    part = a.unseen_part(b)
+    assert join(a, b) == (join(a, part) if part is not None else a)
+    if part is None:
+        return
+    assert part.is_delta or not b.is_delta
+    downstream = join(a, x)
+    assert join(downstream, b) == join(downstream, part), "the part lost something downstream"
+    assert part.context <= b.context
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+@settings(max_examples=examples(EXAMPLES))
+@given(data=st.data())
 def test_a_delta_reads_like_the_state_it_makes(name: str, data: st.DataObject) -> None:
     """A delta (or group), merged into an empty replica, gives a state that reads the same."""
     world = world_of(data.draw, name)

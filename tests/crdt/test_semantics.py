@@ -101,9 +101,7 @@ def test_delta_groups_read_what_the_model_says(data: st.DataObject) -> None:
     for _ in range(data.draw(st.integers(1, 5))):
         if not world.sent:
             break
-        group = data.draw(
-            st.lists(st.integers(0, len(world.sent) - 1), min_size=1, max_size=6)
-        )
+        group = data.draw(st.lists(st.integers(0, len(world.sent) - 1), min_size=1, max_size=6))
         world.deliver_group(group, data.draw(st.sampled_from(world.rids)))
         world.random_step(data.draw)
 
@@ -622,9 +620,7 @@ def test_ormap_nested_three_deep_remove_resets_what_it_observed() -> None:
     _, (a, b) = twins(ORMap)
 
     def deep(fn: Callable[[Any], Any]) -> Callable[[ORMap], ORMap]:
-        return lambda m1: m1.update(
-            "l2", ORMap, lambda m2: m2.update("l3", ORMap, fn)
-        )
+        return lambda m1: m1.update("l2", ORMap, lambda m2: m2.update("l3", ORMap, fn))
 
     a.update("l1", ORMap, deep(lambda m3: m3.update("s", ORSet, adder("old"))))
     a.update("l1", ORMap, deep(lambda m3: m3.update("c", GCounter, lambda c: c.increment(4))))

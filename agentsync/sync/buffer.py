@@ -1,0 +1,120 @@
+"""The delta buffer: every state change under a sequence number, bounded in bytes.
+
+Local writes accumulate as a *pending* list and are joined into one entry
+(*sealed*) when an exchange reads the buffer, so a burst of writes between
+two gossip rounds costs one entry, encoded once and shared by every peer.
+Each entry remembers the peer it came from (``origin``) so that it is never
+sent back there (BP).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from agentsync.crdt.codec import encode
+from agentsync.crdt.ormap import ORMap
+
+SEAL_EVERY = 4096
+"""Pending local deltas are sealed into one entry at least this often."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One sealed buffer entry."""
+
+    seq: int
+    origin: str | None
+    """The peer the delta came from, or None for local writes."""
+    delta: ORMap
+    data: bytes
+    """The delta's wire form, encoded once."""
+
+
+class DeltaBuffer:
+    """Sequence-numbered deltas since the oldest ack that still matters.
+
+    ``head`` is the seq of the newest change; ``floor`` is the highest seq
+    that is no longer held, so an ack ``a`` is usable exactly when
+    ``a >= floor``.
+    """
+
+    __slots__ = ("_entries", "_pending", "bytes", "evicted", "floor", "head", "max_bytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.head = 0
+        self.floor = 0
+        self.bytes = 0
+        self.evicted = 0
+        """How many entries the byte bound pushed out before every peer had them."""
+        self._entries: deque[Entry] = deque()
+        self._pending: list[ORMap] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add_local(self, delta: ORMap) -> None:
+        """Buffer a local delta (joined with its neighbours when sealed)."""
+        self._pending.append(delta)
+        if len(self._pending) >= SEAL_EVERY:
+            self.seal()
+
+    def skip(self) -> None:
+        """Record a change that is not buffered (no peer needs it): every ack expires."""
+        self.clear()
+        self.head += 1
+        self.floor = self.head
+
+    def add(self, delta: ORMap, origin: str | None) -> None:
+        """Buffer a delta that came from ``origin``."""
+        self.seal()
+        self._append(delta, origin)
+
+    def seal(self) -> None:
+        """Join the pending local deltas into one entry."""
+        pending = self._pending
+        if not pending:
+            return
+        joined = pending[0] if len(pending) == 1 else pending[0].copy()
+        for delta in pending[1:]:
+            joined.merge(delta)
+        pending.clear()
+        self._append(joined, None)
+
+    def _append(self, delta: ORMap, origin: str | None) -> None:
+        self.head += 1
+        entry = Entry(self.head, origin, delta, encode(delta))
+        self._entries.append(entry)
+        self.bytes += len(entry.data)
+        while self.bytes > self.max_bytes and self._entries:
+            self._drop_oldest()
+            self.evicted += 1
+
+    def _drop_oldest(self) -> None:
+        entry = self._entries.popleft()
+        self.bytes -= len(entry.data)
+        self.floor = entry.seq
+
+    def since(self, ack: int) -> list[Entry]:
+        """The entries after ``ack`` (which must be at least ``floor``), oldest first."""
+        entries = self._entries
+        if not entries or entries[-1].seq <= ack:
+            return []
+        start = max(0, ack - entries[0].seq + 1)
+        return [entries[i] for i in range(start, len(entries))]
+
+    def release(self, ack: int) -> None:
+        """Drop the entries every peer that matters holds (those up to ``ack``)."""
+        entries = self._entries
+        while entries and entries[0].seq <= ack:
+            self._drop_oldest()
+
+    def clear(self) -> None:
+        """Drop everything: no peer needs any of it."""
+        if self._pending:
+            self._pending.clear()
+            self.head += 1  # the dropped writes had a seq in all but name
+        while self._entries:
+            self._drop_oldest()
+        self.floor = self.head

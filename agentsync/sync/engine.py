@@ -1,0 +1,445 @@
+"""The anti-entropy engine: delta intervals with acks, BP and RR, and repair.
+
+Sans-IO: the engine turns messages into messages and never touches a socket,
+a clock or a thread. The transport, the Node and the tests drive it.
+
+The protocol is delta-interval anti-entropy (Almeida et al. 2018,
+Algorithm 2) with both optimizations of Enes et al. (ICDE 2019):
+
+- Every state change enters a **delta buffer** under a sequence number. Each
+  peer's **ack** says up to which seq it holds this node's state; an exchange
+  sends it the join of the buffered deltas after its ack (a *delta interval*).
+- **BP**: a buffered delta is never sent back to the peer it came from.
+- **RR**: of a received delta, only the part that was new here is buffered
+  and forwarded (``CRDT.unseen_part``).
+- **Repair.** A peer with no valid ack (new, restarted, or fallen behind the
+  buffer's byte bound) is sent this node's causal context instead. If the
+  peer has seen all of it, it acks at once; otherwise it asks for a full
+  state, which travels as a snapshot cut into pieces no larger than the
+  message bound and is merged in one step once complete. Every snapshot
+  counts as a full-state fallback.
+
+An exchange between peers that are in sync carries no state at all, only ids,
+seqs and acks: well under 100 bytes each way.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from itertools import count
+
+from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode
+from agentsync.crdt.hlc import ClockSkewError
+from agentsync.crdt.ormap import ORMap
+from agentsync.crdt.values import check_replica_id
+from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.sync.buffer import DeltaBuffer, Entry
+from agentsync.sync.messages import MAX_CLUSTER_CHARS, MAX_DELTAS, MAX_PIECES, Piece, SyncMessage
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+"""The largest message the engine composes (1 MiB)."""
+DEFAULT_BUFFER_BYTES = 8 << 20
+"""The delta buffer's byte bound (8 MiB)."""
+MESSAGE_ROOM = 4096
+"""Bytes of a message kept for everything but its deltas or piece."""
+
+Changed = frozenset[str]
+"""The top-level names a merge changed."""
+
+
+@dataclass(slots=True)
+class SyncMetrics:
+    """Counters the Node exports as Prometheus metrics (the transport adds bytes)."""
+
+    rounds: int = 0
+    """Exchanges this node completed, as initiator or as responder."""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    errors: int = 0
+    full_state_fallbacks: int = 0
+    """Snapshots started because a peer had no usable ack."""
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    transfer: int
+    seq: int
+    data: bytes
+    count: int
+    size: int
+    next: int = 0
+
+
+@dataclass(slots=True)
+class _Incoming:
+    transfer: int
+    seq: int
+    count: int
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+
+@dataclass(slots=True)
+class PeerState:
+    """What this node knows of one peer, by the peer's node id."""
+
+    epoch: int | None = None
+    """The peer's epoch when last heard from; a new one means it restarted."""
+    ack: int | None = None
+    """The seq of this node's buffer up to which the peer holds its state."""
+    pending: int | None = None
+    """This node's seq when it sent the peer its context or a snapshot, until acked."""
+    merged: int | None = None
+    """The seq of the peer's buffer up to which this node holds its state."""
+    needs_snapshot: bool = False
+    wants_snapshot: bool = False
+    outgoing: _Outgoing | None = None
+    incoming: _Incoming | None = None
+
+
+class SyncEngine:
+    """One node's replicas and its side of every exchange.
+
+    ``state`` is an ORMap from top-level names to CRDTs. Writes go to it
+    directly (the Node's handles do that), and their deltas are handed to
+    ``record_local``. ``request(peer)`` starts an exchange, ``on_request``
+    answers one, and ``on_response`` finishes one; the last two return the
+    names the merge changed. ``bp`` and ``rr`` switch off the ICDE
+    optimizations, for the experiment that measures them.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        cluster: str = "default",
+        state: ORMap | None = None,
+        epoch: int | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        buffer_max_bytes: int = DEFAULT_BUFFER_BYTES,
+        bp: bool = True,
+        rr: bool = True,
+    ) -> None:
+        self.node_id = check_replica_id(node_id)
+        if type(cluster) is not str or not 0 < len(cluster) <= MAX_CLUSTER_CHARS:
+            raise ValueError(f"cluster must be a str of 1 to {MAX_CLUSTER_CHARS} characters")
+        if type(max_message_bytes) is not int or max_message_bytes < 4 * MESSAGE_ROOM:
+            raise ValueError(f"max_message_bytes must be an int of at least {4 * MESSAGE_ROOM}")
+        if type(buffer_max_bytes) is not int or buffer_max_bytes < 0:
+            raise ValueError("buffer_max_bytes must be an int >= 0")
+        self.cluster = cluster
+        self.state = state if state is not None else ORMap(node_id)
+        if self.state.replica_id != node_id or self.state.is_delta:
+            raise ValueError("state must be a replica (not a delta) owned by node_id")
+        self.epoch = epoch if epoch is not None else secrets.randbits(63)
+        self.max_message_bytes = max_message_bytes
+        self.bp = bp
+        self.rr = rr
+        self.metrics = SyncMetrics()
+        self._buffer = DeltaBuffer(buffer_max_bytes)
+        self._peers: dict[str, PeerState] = {}
+        self._transfers = count(1)
+        self._snapshot: tuple[int, bytes] | None = None
+        self._tracked = False
+
+    # -- what the Node reads ----------------------------------------------------
+
+    @property
+    def head(self) -> int:
+        """The seq of the newest buffered change."""
+        return self._buffer.head
+
+    @property
+    def delta_buffer_bytes(self) -> int:
+        """The bytes the delta buffer holds."""
+        return self._buffer.bytes
+
+    @property
+    def peers(self) -> dict[str, PeerState]:
+        """Every peer this node has exchanged with, by node id (a live view)."""
+        return self._peers
+
+    def wants_more(self, peer_id: str) -> bool:
+        """True while a snapshot is under way with the peer: exchange again soon."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and bool(
+            peer.outgoing or peer.incoming or peer.needs_snapshot or peer.wants_snapshot
+        )
+
+    def forget(self, peer_id: str) -> None:
+        """Drop everything known of a peer (it left for good)."""
+        self._peers.pop(peer_id, None)
+        self._collect()
+
+    # -- local writes -----------------------------------------------------------
+
+    def record_local(self, delta: ORMap) -> None:
+        """Note a delta of a write already applied to ``state``, so that it spreads."""
+        if self._tracked:
+            self._buffer.add_local(delta)
+        else:
+            self._buffer.skip()
+
+    # -- the exchange -----------------------------------------------------------
+
+    def request(self, peer_id: str | None) -> SyncMessage:
+        """The message that starts an exchange with a peer (None: its id is unknown)."""
+        if peer_id is None:
+            self._buffer.seal()
+            head = self._buffer.head
+            context = self.state.context
+            return SyncMessage(self.node_id, self.cluster, self.epoch, head, context=context)
+        check_replica_id(peer_id)
+        peer = self._peers.setdefault(peer_id, PeerState())
+        return self._compose(peer_id, peer, is_response=False)
+
+    def on_request(self, message: SyncMessage) -> tuple[SyncMessage, Changed]:
+        """Take a peer's request; return the response and the names that changed.
+
+        Raises ClusterMismatchError, ProtocolError or DecodeError, with the
+        replicated state unchanged, when the message cannot be accepted.
+        """
+        if message.is_response:
+            raise ProtocolError("expected a request, got a response")
+        changed = self._receive(message)
+        reply = self._compose(message.sender, self._peers[message.sender], is_response=True)
+        return reply, changed
+
+    def on_response(self, message: SyncMessage) -> Changed:
+        """Take the response to this node's request; return the names that changed."""
+        if not message.is_response:
+            raise ProtocolError("expected a response, got a request")
+        return self._receive(message)
+
+    # -- receiving --------------------------------------------------------------
+
+    def _receive(self, message: SyncMessage) -> Changed:
+        if message.cluster != self.cluster:
+            raise ClusterMismatchError(
+                f"message from cluster {message.cluster!r}; this node is in {self.cluster!r}"
+            )
+        if message.sender == self.node_id:
+            raise ProtocolError(f"message from this node's own id {self.node_id!r}")
+        sender = message.sender
+        peer = self._peers.get(sender)
+        if peer is None or peer.epoch not in (None, message.epoch):
+            peer = self._peers[sender] = PeerState()  # new, or restarted: it may hold less
+        peer.epoch = message.epoch
+        try:
+            if message.piece is not None:
+                changed = self._take_piece(sender, peer, message.piece)
+            elif message.context is not None:
+                changed = self._take_context(peer, message)
+            else:
+                changed = self._take_deltas(sender, peer, message)
+        except (ProtocolError, DecodeError):
+            self.metrics.errors += 1
+            raise
+        self._take_ack(peer, message.ack)
+        self._take_want(peer, message.want)
+        self.metrics.rounds += 1
+        self._collect()
+        return changed
+
+    def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> Changed:
+        changed: Changed = frozenset()
+        if message.deltas:
+            incoming = message.deltas[0]
+            if len(message.deltas) > 1:
+                incoming = incoming.copy()
+                for delta in message.deltas[1:]:
+                    incoming.merge(delta)
+            changed = self._apply(incoming, sender)
+        _raise_merged(peer, message.seq)
+        return changed
+
+    def _take_context(self, peer: PeerState, message: SyncMessage) -> Changed:
+        theirs = message.context
+        assert theirs is not None
+        mine = self.state._ctx
+        if theirs <= mine:
+            _raise_merged(peer, message.seq)
+        elif peer.incoming is None:
+            peer.wants_snapshot = True
+        self._buffer.seal()
+        if mine <= theirs:
+            self._raise_ack(peer, self._buffer.head)
+        elif peer.ack is None or peer.ack < self._buffer.floor:
+            peer.needs_snapshot = True
+        return frozenset()
+
+    def _take_piece(self, sender: str, peer: PeerState, piece: Piece) -> Changed:
+        incoming = peer.incoming
+        if incoming is None or incoming.transfer != piece.transfer:
+            if piece.index != 0:
+                return frozenset()  # a stray piece of a transfer this node dropped
+            incoming = peer.incoming = _Incoming(piece.transfer, piece.seq, piece.count)
+            peer.wants_snapshot = False
+        expected = (len(incoming.parts), incoming.count, incoming.seq)
+        if (piece.index, piece.count, piece.seq) != expected:
+            return frozenset()  # a duplicate or out of order: the want asks again
+        incoming.size += len(piece.data)
+        if incoming.size > MAX_ENCODED_BYTES:
+            peer.incoming = None
+            raise ProtocolError(f"a snapshot larger than {MAX_ENCODED_BYTES} bytes")
+        incoming.parts.append(piece.data)
+        if len(incoming.parts) < incoming.count:
+            return frozenset()
+        peer.incoming = None
+        full = decode(b"".join(incoming.parts), ORMap)
+        if full.is_delta:
+            raise ProtocolError("a snapshot must be a full state, not a delta")
+        changed = self._apply(full, sender)
+        _raise_merged(peer, incoming.seq)
+        return changed
+
+    def _apply(self, incoming: ORMap, origin: str) -> Changed:
+        """Merge what ``incoming`` adds, buffer it for the other peers, and say what changed."""
+        for name in incoming._fields:
+            if type(name) is not str:
+                raise ProtocolError(f"top-level names must be str, not {type(name).__name__}")
+        part = self.state.unseen_part(incoming)
+        if part is None:
+            return frozenset()
+        try:
+            self.state.merge(part)
+        except ClockSkewError as exc:
+            raise ProtocolError(str(exc)) from None
+        if self._tracked:
+            self._buffer.add(part if self.rr else incoming, origin)
+        else:
+            self._buffer.skip()
+        return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
+
+    def _take_ack(self, peer: PeerState, ack: tuple[int, int] | None) -> None:
+        if ack is not None and ack[0] == self.epoch and ack[1] <= self._buffer.head:
+            self._raise_ack(peer, ack[1])
+
+    def _raise_ack(self, peer: PeerState, seq: int) -> None:
+        if peer.ack is None or seq > peer.ack:
+            peer.ack = seq
+        if peer.pending is not None and seq >= peer.pending:
+            peer.pending = None
+        if peer.outgoing is not None and seq >= peer.outgoing.seq:
+            peer.outgoing = None
+
+    def _take_want(self, peer: PeerState, want: tuple[int, int] | None) -> None:
+        if want is None:
+            return
+        transfer, index = want
+        outgoing = peer.outgoing
+        if transfer == 0:
+            if outgoing is None or outgoing.next > 0:
+                peer.outgoing = None
+                peer.needs_snapshot = True
+        elif outgoing is not None and transfer == outgoing.transfer and index < outgoing.count:
+            outgoing.next = index
+
+    # -- composing --------------------------------------------------------------
+
+    def _compose(self, peer_id: str, peer: PeerState, *, is_response: bool) -> SyncMessage:
+        buffer = self._buffer
+        buffer.seal()
+        ack = None
+        if peer.epoch is not None and peer.merged is not None:
+            ack = (peer.epoch, peer.merged)
+        want = None
+        if peer.incoming is not None:
+            want = (peer.incoming.transfer, len(peer.incoming.parts))
+        elif peer.wants_snapshot:
+            want = (0, 0)
+        message = SyncMessage(
+            self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
+            is_response=is_response,
+        )  # fmt: skip
+        if peer.outgoing is None and not peer.needs_snapshot:
+            if peer.ack is not None and peer.ack >= buffer.floor:
+                interval = self._interval(peer_id, peer.ack)
+                if interval is not None:
+                    return _with(message, **interval)
+                peer.needs_snapshot = True  # one buffered delta is larger than a message
+            else:
+                if peer.pending is None:
+                    peer.pending = buffer.head
+                self._collect()
+                return _with(message, context=self.state.context)
+        return _with(message, **self._piece(peer))
+
+    def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
+        """The buffered deltas after ``ack`` that fit one message, or None if one cannot."""
+        budget = self.max_message_bytes - MESSAGE_ROOM
+        chosen: list[Entry] = []
+        covered = ack
+        for entry in self._buffer.since(ack):
+            if self.bp and entry.origin == peer_id:
+                covered = entry.seq
+                continue
+            if len(chosen) == MAX_DELTAS or len(entry.data) > budget:
+                if not chosen:
+                    return None
+                break
+            budget -= len(entry.data)
+            chosen.append(entry)
+            covered = entry.seq
+        return {
+            "seq": covered,
+            "deltas": tuple(entry.delta for entry in chosen),
+            "encoded_deltas": tuple(entry.data for entry in chosen),
+        }
+
+    def _piece(self, peer: PeerState) -> dict[str, object]:
+        outgoing = peer.outgoing
+        if outgoing is None:
+            outgoing = peer.outgoing = self._start_snapshot(peer)
+        at = outgoing.next * outgoing.size
+        return {
+            "seq": outgoing.seq,
+            "piece": Piece(
+                outgoing.transfer, outgoing.seq, outgoing.next, outgoing.count,
+                outgoing.data[at : at + outgoing.size],
+            ),
+        }  # fmt: skip
+
+    def _start_snapshot(self, peer: PeerState) -> _Outgoing:
+        head = self._buffer.head
+        if self._snapshot is None or self._snapshot[0] != head:
+            self._snapshot = (head, encode(self.state))
+        data = self._snapshot[1]
+        size = self.max_message_bytes - MESSAGE_ROOM
+        pieces = -(-len(data) // size)
+        if pieces > MAX_PIECES:  # pragma: no cover  # 64 GiB at the smallest message bound
+            raise ProtocolError("the state is too large to send as a snapshot")
+        peer.needs_snapshot = False
+        if peer.pending is None or peer.pending > head:
+            peer.pending = head
+        self.metrics.full_state_fallbacks += 1
+        return _Outgoing(next(self._transfers), head, data, pieces, size)
+
+    # -- the buffer's floor -------------------------------------------------------
+
+    def _collect(self) -> None:
+        """Release buffered deltas that every tracked peer holds; note if any peer is tracked."""
+        buffer = self._buffer
+        floor = None
+        for peer in self._peers.values():
+            if peer.pending is not None and peer.pending < buffer.floor:
+                peer.pending = None
+            for seq in (peer.ack, peer.pending):
+                if seq is not None and seq >= buffer.floor and (floor is None or seq < floor):
+                    floor = seq
+        self._tracked = floor is not None
+        if floor is None:
+            buffer.clear()
+        else:
+            buffer.release(floor)
+
+
+def _raise_merged(peer: PeerState, seq: int) -> None:
+    """This node now holds the peer's state up to ``seq`` (a stale message may say less)."""
+    if peer.merged is None or seq > peer.merged:
+        peer.merged = seq
+
+
+def _with(message: SyncMessage, **changes: object) -> SyncMessage:
+    return replace(message, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,218 @@
+"""Sync messages: what two nodes say to each other, and its validated wire form.
+
+One message type serves as both the request and the response of a push-pull
+exchange. It is an 11-item msgpack array, documented in ``docs/protocol.md``::
+
+    [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want]
+
+``decode_message`` checks every field and raises DecodeError, and nothing
+else, on malformed input; deltas and contexts are decoded (and validated) by
+the CRDT codec. Trailing items after the eleventh are ignored, so that a later
+minor revision can add fields that older nodes skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import msgpack
+
+from agentsync.crdt.codec import MAX_ENCODED_BYTES, Reader, Writer, decode, encode
+from agentsync.crdt.dots import CausalContext
+from agentsync.crdt.ormap import ORMap
+from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
+from agentsync.errors import DecodeError
+
+PROTOCOL_VERSION = 1
+"""The version this node speaks; a message of another version is refused."""
+
+MAX_CLUSTER_CHARS = 128
+"""The longest cluster name."""
+
+MAX_PIECES = 1 << 16
+"""The most pieces one snapshot may be cut into."""
+
+MAX_DELTAS = 64
+"""The most buffered deltas one message carries (also the longest array decoded)."""
+
+_RESPONSE = 1
+_FIELDS = 11
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of a full-state snapshot too large for one message.
+
+    The receiver joins the ``count`` pieces of ``transfer`` in order, decodes
+    the result as one full state, and merges it in one step.
+    """
+
+    transfer: int
+    """The sender's id for this snapshot (not 0)."""
+    seq: int
+    """The sender's buffer head when it took the snapshot: ack it once merged."""
+    index: int
+    count: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMessage:
+    """A request or response of the push-pull exchange (see ``SyncEngine``)."""
+
+    sender: str
+    """The sending node's id."""
+    cluster: str
+    epoch: int
+    """The incarnation of the sender's delta buffer; seqs are only comparable within one."""
+    seq: int
+    """The sender's buffer head: the receiver acks it once it holds the sender's state to here."""
+    ack: tuple[int, int] | None = None
+    """``(receiver's epoch, seq)``: the sender holds the receiver's state up to that seq."""
+    context: CausalContext | None = None
+    """The sender's whole causal context, sent when it has no valid ack from the receiver."""
+    deltas: tuple[ORMap, ...] = ()
+    """A delta interval for the receiver: the buffered deltas it lacks, oldest first."""
+    piece: Piece | None = None
+    """A piece of a full-state snapshot for the receiver."""
+    want: tuple[int, int] | None = None
+    """``(transfer, index)``: the next snapshot piece the sender needs; ``(0, 0)`` asks for one."""
+    is_response: bool = False
+    encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
+    """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
+
+
+def encode_message(message: SyncMessage) -> bytes:
+    """The wire form of a message."""
+    context = None
+    if message.context is not None:
+        writer = Writer()
+        packed = writer.context(message.context)
+        context = [writer.replica_ids, packed]
+    piece = message.piece
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [
+            PROTOCOL_VERSION,
+            _RESPONSE if message.is_response else 0,
+            message.sender,
+            message.cluster,
+            message.epoch,
+            message.seq,
+            list(message.ack) if message.ack is not None else None,
+            context,
+            _wire_deltas(message),
+            [piece.transfer, piece.seq, piece.index, piece.count, piece.data] if piece else None,
+            list(message.want) if message.want is not None else None,
+        ],
+        use_bin_type=True,
+    )
+
+
+def _wire_deltas(message: SyncMessage) -> list[bytes] | None:
+    if message.encoded_deltas is not None:
+        return list(message.encoded_deltas) or None
+    return [encode(delta) for delta in message.deltas] or None
+
+
+def decode_message(data: bytes) -> SyncMessage:
+    """Rebuild and validate a message; DecodeError (and nothing else) if malformed."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"a message is bytes, not {type(data).__name__}")
+    if len(data) > MAX_ENCODED_BYTES:
+        raise DecodeError(f"a message of {len(data)} bytes exceeds {MAX_ENCODED_BYTES}")
+    try:
+        raw = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            use_list=False,
+            max_ext_len=0,
+            max_array_len=MAX_DELTAS,
+            max_map_len=0,
+        )
+    except Exception as exc:  # msgpack's errors vary by input; all mean malformed
+        raise DecodeError(f"not valid msgpack: {exc}") from None
+    if type(raw) is not tuple or len(raw) < _FIELDS:
+        _fail(f"expected an array of at least {_FIELDS} items")
+    version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want = raw[:_FIELDS]
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
+    if type(flags) is not int or flags not in (0, _RESPONSE):
+        _fail(f"unknown flags {flags!r}")
+    return SyncMessage(
+        sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
+        cluster=_name(cluster, MAX_CLUSTER_CHARS, "cluster"),
+        epoch=_int(epoch, 0, "epoch"),
+        seq=_int(seq, 0, "seq"),
+        ack=_pair(ack, "ack", 0),
+        context=_context(context),
+        deltas=_deltas(deltas),
+        piece=_piece(piece),
+        want=_pair(want, "want", 0),
+        is_response=flags == _RESPONSE,
+    )
+
+
+def _fail(reason: str) -> NoReturn:
+    raise DecodeError(reason)
+
+
+def _name(raw: Any, limit: int, what: str) -> str:
+    if type(raw) is not str or not 0 < len(raw) <= limit:
+        _fail(f"{what} must be a str of 1 to {limit} characters")
+    return raw
+
+
+def _int(raw: Any, low: int, what: str) -> int:
+    if type(raw) is not int or not low <= raw <= INT64_MAX:
+        _fail(f"{what} must be an int in [{low}, 2**63-1], not {raw!r}")
+    return raw
+
+
+def _pair(raw: Any, what: str, low: int) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    if type(raw) is not tuple or len(raw) != 2:
+        _fail(f"{what} must be nil or a pair of ints")
+    return (_int(raw[0], low, what), _int(raw[1], low, what))
+
+
+def _context(raw: Any) -> CausalContext | None:
+    if raw is None:
+        return None
+    if type(raw) is not tuple or len(raw) != 2:
+        _fail("context must be nil or [replica ids, context]")
+    ids = raw[0]
+    if ids != ():  # an empty context has no replica ids
+        ids = Reader._replica_ids(ids)
+    return Reader(ids).context(raw[1])
+
+
+def _deltas(raw: Any) -> tuple[ORMap, ...]:
+    if raw is None:
+        return ()
+    if type(raw) is not tuple or not raw:
+        _fail("deltas must be nil or a non-empty array of bin")
+    for item in raw:
+        if type(item) is not bytes:
+            _fail("each delta must be bin")
+    return tuple(decode(item, ORMap) for item in raw)
+
+
+def _piece(raw: Any) -> Piece | None:
+    if raw is None:
+        return None
+    if type(raw) is not tuple or len(raw) != 5:
+        _fail("piece must be nil or [transfer, seq, index, count, data]")
+    transfer = _int(raw[0], 1, "piece transfer")
+    seq = _int(raw[1], 0, "piece seq")
+    count = _int(raw[3], 1, "piece count")
+    if count > MAX_PIECES:
+        _fail(f"a snapshot of {count} pieces exceeds {MAX_PIECES}")
+    index = _int(raw[2], 0, "piece index")
+    if index >= count:
+        _fail("piece index must be below the count")
+    if type(raw[4]) is not bytes or not raw[4]:
+        _fail("piece data must be non-empty bin")
+    return Piece(transfer, seq, index, count, raw[4])
