@@ -25,3 +25,7 @@ class ProtocolError(AgentsyncError, ValueError):
 
 class ClusterMismatchError(ProtocolError):
     """A sync message from a node of another cluster."""
+
+
+class PeerUnavailableError(AgentsyncError):
+    """A peer could not be reached, timed out, or answered with an error."""
