@@ -1,0 +1,221 @@
+"""The HTTP server of a node: sync exchanges in, health, state and metrics out.
+
+It moves bytes and refuses hostile input before the handler sees it: bodies
+are read with a size and a time bound, compressed bodies and wrong content
+types are refused, and an unexpected exception becomes a 500, never a crash.
+The handler (the Node) does the protocol work, synchronously: it is CPU
+work with no await inside, so it runs on the event loop, one call at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.transport.urls import base_url
+from agentsync.transport.wire import (
+    DEFAULT_MAX_BODY_BYTES,
+    HEALTH_PATH,
+    METRICS_CONTENT_TYPE,
+    METRICS_PATH,
+    MSGPACK,
+    STATE_PATH,
+    SYNC_PATH,
+    BodyTooLargeError,
+    identity_encoded,
+    one_line,
+    read_bounded,
+)
+
+logger = logging.getLogger("agentsync.transport")
+
+KEEPALIVE_TIMEOUT = 15.0
+"""Seconds an idle connection (or one still sending its headers) is kept open."""
+LINGERING_TIME = 1.0
+"""Seconds the unread rest of a refused body is drained, so the client sees the refusal."""
+SHUTDOWN_TIMEOUT = 2.0
+"""Seconds ``stop`` gives requests in flight before cancelling them."""
+
+
+class SyncHandler(Protocol):
+    """What the server calls; the Node implements it. Every method is synchronous."""
+
+    def handle_sync(self, body: bytes) -> bytes:
+        """Answer a sync request body with a response body.
+
+        Raise DecodeError or ProtocolError (400) or ClusterMismatchError (409),
+        with state unchanged, to refuse it.
+        """
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The JSON of ``GET /v1/health``."""
+        ...
+
+    def state_json(self) -> dict[str, Any]:
+        """The JSON of ``GET /v1/state``."""
+        ...
+
+    def metrics_text(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        ...
+
+    def count_error(self) -> None:
+        """Count one request the transport refused itself (404, 405, 408, 413, 415, 500).
+
+        Refusals the handler raised (400, 409) are not reported here.
+        """
+        ...
+
+
+class _Refused(Exception):
+    """A request the transport answers with an error status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, *, close: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.close = close
+        """Drop the connection after answering: its body was not read to the end."""
+
+
+class SyncServer:
+    """One node's HTTP endpoint; ``start`` binds it and ``stop`` shuts it down."""
+
+    def __init__(
+        self,
+        handler: SyncHandler,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        body_timeout: float = 10.0,
+        access_log: bool = False,
+    ) -> None:
+        if max_body_bytes < 1 or body_timeout <= 0:
+            raise ValueError("max_body_bytes and body_timeout must be positive")
+        self._handler = handler
+        self._host = host
+        self._port = port
+        self._max_body_bytes = max_body_bytes
+        self._body_timeout = body_timeout
+        self._access_log = access_log
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL peers reach this server at (while it runs)."""
+        return base_url(self._host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (while it runs): the one picked when ``port`` was 0."""
+        if self._bound_port is None:
+            raise RuntimeError("the sync server is not running")
+        return self._bound_port
+
+    async def start(self) -> None:
+        """Bind and serve; OSError if the address is taken."""
+        if self._runner is not None:
+            raise RuntimeError("the sync server is already running")
+        access_log = logging.getLogger("agentsync.transport.access") if self._access_log else None
+        runner = web.AppRunner(
+            self._app(),
+            access_log=access_log,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            lingering_time=LINGERING_TIME,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._bound_port = int(runner.addresses[0][1])
+        logger.debug("sync server listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop serving and close every connection; a no-op when not running."""
+        runner, self._runner, self._bound_port = self._runner, None, None
+        if runner is not None:
+            await runner.cleanup()
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._guard()])
+        app.router.add_post(SYNC_PATH, self._sync)
+        app.router.add_get(HEALTH_PATH, self._health)
+        app.router.add_get(STATE_PATH, self._state)
+        app.router.add_get(METRICS_PATH, self._metrics)
+        return app
+
+    def _guard(self) -> Middleware:
+        """The middleware that turns every refusal and bug into a counted error response."""
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except _Refused as refused:
+                status, reason, close = refused.status, refused.reason, refused.close
+            except web.HTTPException:  # the router's 404 and 405
+                self._handler.count_error()
+                raise
+            except Exception:
+                logger.exception("unexpected error serving %s %s", request.method, request.path)
+                status, reason, close = 500, "internal server error", False
+            self._handler.count_error()
+            logger.debug("refused %s %s: %d %s", request.method, request.path, status, reason)
+            response = web.Response(status=status, text=reason)
+            if close:
+                response.force_close()
+            return response
+
+        return guard
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        body = await self._read_body(request)
+        try:
+            reply = self._handler.handle_sync(body)
+        except ClusterMismatchError as exc:  # a ProtocolError too: check it first
+            return web.Response(status=409, text=one_line(str(exc)))
+        except (DecodeError, ProtocolError) as exc:
+            return web.Response(status=400, text=one_line(str(exc)))
+        return web.Response(body=reply, content_type=MSGPACK)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The request body, read only if it can be accepted, within the size and time bounds."""
+        if not identity_encoded(request.headers):
+            raise _Refused(415, "compressed bodies are refused; send Content-Encoding identity")
+        if request.content_type != MSGPACK:
+            raise _Refused(415, f"expected Content-Type {MSGPACK}")
+        limit = self._max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _Refused(413, f"body larger than {limit} bytes", close=True)
+        try:
+            return await asyncio.wait_for(read_bounded(request.content, limit), self._body_timeout)
+        except BodyTooLargeError:
+            raise _Refused(413, f"body larger than {limit} bytes", close=True) from None
+        except ConnectionError:  # the client went away mid-body: nobody reads this answer
+            raise _Refused(400, "connection lost before the body ended", close=True) from None
+        except asyncio.TimeoutError:
+            raise _Refused(
+                408, f"body not received within {self._body_timeout:g} s", close=True
+            ) from None
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(self._handler.health())
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self._handler.state_json())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        text = self._handler.metrics_text()
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})

@@ -1,0 +1,66 @@
+"""Peer base URLs: one canonical spelling, so that backoff is kept per peer.
+
+A peer's URL comes from configuration, seeds or discovery, all outside this
+process, so it is checked before any request goes out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_MAX_HOSTNAME_CHARS = 253
+_MAX_URL_CHARS = 2048
+
+
+def normalize_url(url: str) -> str:
+    """The canonical ``scheme://host[:port]`` of a peer base URL; ValueError if it is not one.
+
+    Accepted: http or https, a host name, IPv4 address or bracketed IPv6
+    address, an optional port, and at most a bare "/" after it. Scheme and
+    host are lowercased and a trailing "/" is dropped.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"a peer URL is a str, not {type(url).__name__}")
+    if not 0 < len(url) <= _MAX_URL_CHARS or not url.isprintable() or " " in url:
+        raise ValueError(f"peer URL {url[:80]!r} is empty, too long or has spaces")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"peer URL {url!r} must start with http:// or https://")
+    if parts.path not in ("", "/") or "?" in url or "#" in url:
+        raise ValueError(f"peer URL {url!r} may not have a path, query or fragment")
+    if "@" in parts.netloc:
+        raise ValueError(f"peer URL {url!r} may not carry user info")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"peer URL {url!r} has a bad port: {exc}") from None
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"peer URL {url!r} has a bad port")
+    host = _host(parts.netloc, parts.hostname or "", url)
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
+def _host(netloc: str, hostname: str, url: str) -> str:
+    if netloc.startswith("["):
+        try:
+            return f"[{ipaddress.IPv6Address(hostname).compressed}]"
+        except ValueError:
+            raise ValueError(f"peer URL {url!r} has a bad IPv6 address") from None
+    if len(hostname) > _MAX_HOSTNAME_CHARS or not _HOSTNAME.fullmatch(hostname):
+        raise ValueError(f"peer URL {url!r} has no valid host")
+    if hostname.replace(".", "").isdigit():  # all digits: it must be an IPv4 address
+        try:
+            ipaddress.IPv4Address(hostname)
+        except ValueError:
+            raise ValueError(f"peer URL {url!r} has a bad IPv4 address") from None
+    return hostname
+
+
+def base_url(host: str, port: int) -> str:
+    """The http URL of a bound address (IPv6 hosts bracketed)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
