@@ -4,8 +4,26 @@ Each agent holds local replicas of delta-state CRDTs, writes to them at once,
 and exchanges small deltas with its peers. See ``docs/index.md``.
 """
 
-from agentsync.errors import AgentsyncError, DecodeError, IntegerRangeError
-
 __version__ = "0.1.0.dev0"
 
-__all__ = ["AgentsyncError", "DecodeError", "IntegerRangeError", "__version__"]
+from agentsync.errors import (  # the Node imports __version__
+    AgentsyncError,
+    ClusterMismatchError,
+    DecodeError,
+    IntegerRangeError,
+    PeerUnavailableError,
+    ProtocolError,
+)
+from agentsync.node import Change, Node
+
+__all__ = [
+    "AgentsyncError",
+    "Change",
+    "ClusterMismatchError",
+    "DecodeError",
+    "IntegerRangeError",
+    "Node",
+    "PeerUnavailableError",
+    "ProtocolError",
+    "__version__",
+]

@@ -101,7 +101,10 @@ class PeerState:
 class SyncEngine:
     """One node's replicas and its side of every exchange.
 
-    ``state`` is an ORMap from top-level names to CRDTs. Writes go to it
+    ``state`` is an ORMap from top-level names to CRDTs; its replica id
+    issues this node's dots and need not be ``node_id`` (a Node uses one per
+    incarnation, so that a restart without its data never reissues a dot).
+    Writes go to it
     directly (the Node's handles do that), and their deltas are handed to
     ``record_local``. ``request(peer)`` starts an exchange, ``on_request``
     answers one, and ``on_response`` finishes one; the last two return the
@@ -130,8 +133,8 @@ class SyncEngine:
             raise ValueError("buffer_max_bytes must be an int >= 0")
         self.cluster = cluster
         self.state = state if state is not None else ORMap(node_id)
-        if self.state.replica_id != node_id or self.state.is_delta:
-            raise ValueError("state must be a replica (not a delta) owned by node_id")
+        if self.state.is_delta:
+            raise ValueError("state must be a replica, not a delta")
         self.epoch = epoch if epoch is not None else secrets.randbits(63)
         self.max_message_bytes = max_message_bytes
         self.bp = bp
@@ -142,6 +145,8 @@ class SyncEngine:
         self._transfers = count(1)
         self._snapshot: tuple[int, bytes] | None = None
         self._tracked = False
+        if self.state.context:  # seq 0 is the empty state: acks of it must not count
+            self._buffer.skip()
 
     # -- what the Node reads ----------------------------------------------------
 
@@ -215,6 +220,13 @@ class SyncEngine:
     # -- receiving --------------------------------------------------------------
 
     def _receive(self, message: SyncMessage) -> Changed:
+        try:
+            return self._take(message)
+        except (ProtocolError, DecodeError):
+            self.metrics.errors += 1
+            raise
+
+    def _take(self, message: SyncMessage) -> Changed:
         if message.cluster != self.cluster:
             raise ClusterMismatchError(
                 f"message from cluster {message.cluster!r}; this node is in {self.cluster!r}"
@@ -226,16 +238,12 @@ class SyncEngine:
         if peer is None or peer.epoch not in (None, message.epoch):
             peer = self._peers[sender] = PeerState()  # new, or restarted: it may hold less
         peer.epoch = message.epoch
-        try:
-            if message.piece is not None:
-                changed = self._take_piece(sender, peer, message.piece)
-            elif message.context is not None:
-                changed = self._take_context(peer, message)
-            else:
-                changed = self._take_deltas(sender, peer, message)
-        except (ProtocolError, DecodeError):
-            self.metrics.errors += 1
-            raise
+        if message.piece is not None:
+            changed = self._take_piece(sender, peer, message.piece)
+        elif message.context is not None:
+            changed = self._take_context(peer, message)
+        else:
+            changed = self._take_deltas(sender, peer, message)
         self._take_ack(peer, message.ack)
         self._take_want(peer, message.want)
         self.metrics.rounds += 1
@@ -243,6 +251,12 @@ class SyncEngine:
         return changed
 
     def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> Changed:
+        if message.ack is None or message.ack[0] != self.epoch:
+            # The sender cut this interval against what an earlier incarnation
+            # of this node held. Merging it could leave dots in the context
+            # whose effects are missing, so drop it; the reply's epoch makes
+            # the sender repair instead.
+            return frozenset()
         changed: Changed = frozenset()
         if message.deltas:
             incoming = message.deltas[0]
@@ -342,8 +356,8 @@ class SyncEngine:
         buffer = self._buffer
         buffer.seal()
         ack = None
-        if peer.epoch is not None and peer.merged is not None:
-            ack = (peer.epoch, peer.merged)
+        if peer.epoch is not None:  # 0: none of it yet, which also names its epoch
+            ack = (peer.epoch, peer.merged or 0)
         want = None
         if peer.incoming is not None:
             want = (peer.incoming.transfer, len(peer.incoming.parts))

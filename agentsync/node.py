@@ -1,0 +1,627 @@
+"""The Node: what users hold. It wires the replicas, the protocol and the network.
+
+A Node owns one ``SyncEngine`` (the replicas and the protocol state), one
+``SyncServer`` (peers exchange with it) and one ``SyncClient`` (it exchanges
+with peers). Every ``gossip_interval`` it runs a push-pull exchange with
+``fanout`` random peers; a local write also wakes an eager push, rate-limited,
+so that a write reaches the others in about one round trip.
+
+All replica access goes through one lock, so handles work from any thread;
+network I/O never holds it. A Node started with ``start_background`` runs its
+event loop in a daemon thread, for agent code that is not async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import contextlib
+import logging
+import math
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from dataclasses import dataclass
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from agentsync import __version__
+from agentsync.crdt import CRDT, ORMap
+from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
+from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
+from agentsync.handles import Container, H, Handle, Path
+from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
+from agentsync.sync.engine import DEFAULT_MAX_MESSAGE_BYTES, SyncMetrics
+from agentsync.transport.client import SyncClient
+from agentsync.transport.server import SyncServer
+from agentsync.transport.urls import normalize_url
+
+log = logging.getLogger("agentsync.node")
+
+MAX_NAME_CHARS = 256
+"""The longest top-level name."""
+MAX_NODE_ID_CHARS = MAX_REPLICA_ID_CHARS - 17
+"""The longest node id: it leaves room for the incarnation suffix of the replica id."""
+CHANGE_QUEUE_SIZE = 4096
+"""How far an ``async for change in node.changes()`` consumer may fall behind."""
+SNAPSHOT_ROUNDS = 4096
+"""The most back-to-back exchanges one peer gets while a snapshot is under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one write or merge changed: the top-level names, and where it came from."""
+
+    names: frozenset[str]
+    local: bool
+
+
+class _Done:
+    """An awaitable that is already finished (``stop()`` of a background node)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # pragma: no cover  # makes this a generator
+
+
+class Node(Container):
+    """One agent's replicas, served to and synced with its peers.
+
+    ``node_id`` names the node to its peers; without one, a random id is
+    made. ``peers`` are base URLs of other nodes (``http://host:port``).
+    ``data_dir`` is reserved for durable storage (the directory is created
+    now; replicas are kept in memory).
+    """
+
+    def __init__(
+        self,
+        node_id: str | None = None,
+        *,
+        cluster: str = "default",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        peers: Iterable[str] = (),
+        gossip_interval: float = 0.2,
+        fanout: int = 3,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if node_id is None:
+            node_id = f"node-{secrets.token_hex(4)}"
+        if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
+            raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_ID_CHARS} characters")
+        if type(host) is not str or not host:
+            raise ValueError("host must be a non-empty str")
+        if type(port) is not int or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+        if isinstance(gossip_interval, bool) or not isinstance(gossip_interval, (int, float)):
+            raise TypeError("gossip_interval must be a number of seconds")
+        if not (math.isfinite(gossip_interval) and gossip_interval > 0):
+            raise ValueError("gossip_interval must be a finite number of seconds > 0")
+        if type(fanout) is not int or fanout < 1:
+            raise ValueError("fanout must be an int >= 1")
+        if isinstance(peers, str):
+            raise TypeError("peers must be an iterable of URLs, not one str")
+        self.node_id = node_id
+        self.cluster = cluster
+        self.host = host
+        self.port = port
+        self.gossip_interval = float(gossip_interval)
+        self.fanout = fanout
+        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        incarnation = f"{node_id}.{secrets.token_hex(8)}"  # never reissue a dot after a restart
+        self._engine = SyncEngine(node_id, cluster=cluster, state=ORMap(incarnation))
+        self._lock = threading.RLock()
+        self._peers: dict[str, str | None] = {}  # url -> node id, once known
+        self._last_ok: dict[str, float] = {}
+        self._subscribers: list[Callable[[Change], None]] = []
+        self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
+        self._batch_depth = 0
+        self._batch_names: builtins.set[str] = builtins.set()
+        self._rng = random.Random()
+        self._server: SyncServer | None = None
+        self._client: SyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._push: asyncio.Event | None = None
+        self._started_at = 0.0
+        self._url: str | None = None
+        self._thread: threading.Thread | None = None
+        for url in peers:
+            self.add_peer(url)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind the server, open the client, and start gossiping."""
+        if self._loop is not None:
+            raise RuntimeError("this node is already started")
+        if self.data_dir is not None:
+            os.makedirs(self.data_dir, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        self._push = asyncio.Event()
+        server = SyncServer(
+            self, host=self.host, port=self.port, max_body_bytes=DEFAULT_MAX_MESSAGE_BYTES
+        )
+        client = SyncClient(max_body_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+        try:
+            await server.start()
+            await client.start()
+        except BaseException:
+            await client.close()
+            await server.stop()
+            self._loop = None
+            raise
+        self._server, self._client = server, client
+        self._url = server.url
+        self._started_at = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._gossip_forever(), name=f"agentsync-gossip-{self.node_id}"),
+            asyncio.create_task(self._push_forever(), name=f"agentsync-push-{self.node_id}"),
+        ]
+        log.info("node %s serving %s", self.node_id, self._url)
+
+    def stop(self) -> Any:
+        """Stop gossiping, close the client and the server.
+
+        ``await node.stop()``. A node from ``start_background`` can also be
+        stopped with a plain ``node.stop()`` from any thread; it returns once
+        the node and its thread are down.
+        """
+        loop, thread = self._loop, self._thread
+        if thread is not None and loop is not None and threading.current_thread() is not thread:
+            future = asyncio.run_coroutine_threadsafe(self._stop(), loop)
+            future.result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            self._thread = None
+            return _Done()
+        return self._stop()
+
+    async def _stop(self) -> None:
+        if self._loop is None:
+            return
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._client is not None:
+            await self._client.close()
+        if self._server is not None:
+            await self._server.stop()
+        self._client = self._server = None
+        self._loop = None
+        log.info("node %s stopped", self.node_id)
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    @classmethod
+    def start_background(cls, *args: Any, **kwargs: Any) -> Node:
+        """Make a Node with these arguments and start it on a loop in a daemon thread.
+
+        For agent code that is not async: the handles and a plain
+        ``node.stop()`` are safe to call from any thread.
+        """
+        node = cls(*args, **kwargs)
+        started = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(node.start())
+            except BaseException as exc:  # handed to the caller
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, name=f"agentsync-{node.node_id}", daemon=True)
+        node._thread = thread
+        thread.start()
+        started.wait()
+        if failure:
+            node._thread = None
+            raise failure[0]
+        return node
+
+    @property
+    def url(self) -> str:
+        """The base URL this node serves, such as ``http://127.0.0.1:PORT``."""
+        if self._url is None:
+            raise RuntimeError("the node has no URL before start()")
+        return self._url
+
+    # -- replicas ---------------------------------------------------------------
+
+    def _child(self, key: object, handle: type[H]) -> H:
+        if type(key) is not str or not 0 < len(key) <= MAX_NAME_CHARS:
+            raise ValueError(f"a name must be a str of 1 to {MAX_NAME_CHARS} characters")
+        path: Path = ((key, handle.KIND),)
+        self._check(path)
+        return handle(self, path)
+
+    def _check(self, path: Path) -> None:
+        """Refuse a handle whose name (or key) already holds another type."""
+        with self._lock:
+            parent: CRDT | None = self._engine.state
+            for key, kind in path:
+                if not isinstance(parent, ORMap):
+                    return
+                held = parent.get(key)
+                if held is not None and type(held) is not kind:
+                    raise TypeError(f"{key!r} holds a {type(held).__name__}, not a {kind.__name__}")
+                parent = held
+
+    def _read(self, path: Path) -> Any:
+        with self._lock:
+            replica: Any = self._engine.state
+            for key, kind in path:
+                replica = replica.get(key) if isinstance(replica, ORMap) else None
+                if replica is None or type(replica) is not kind:
+                    return None
+            return replica
+
+    def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
+        with self._lock:
+            delta = _update(self._engine.state, path, fn)
+            self._engine.record_local(delta)
+            name = path[0][0]
+            assert isinstance(name, str)
+            if self._batch_depth:
+                self._batch_names.add(name)
+                return
+        self._changed(frozenset((name,)), local=True)
+        self._wake_push()
+
+    @contextlib.contextmanager
+    def batch(self) -> Generator[None, None, None]:
+        """Group writes: one notification and one eager push for the whole batch."""
+        with self._lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch_depth -= 1
+                names = frozenset(self._batch_names) if not self._batch_depth else frozenset()
+                if not self._batch_depth:
+                    self._batch_names.clear()
+            if names:
+                self._changed(names, local=True)
+                self._wake_push()
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """Every top-level name and its value."""
+        with self._lock:
+            return dict(self._engine.state.value)  # type: ignore[arg-type]  # names are str
+
+    def names(self) -> dict[str, str]:
+        """Every top-level name and the name of its type, such as ``"PNCounter"``."""
+        with self._lock:
+            return {name: type(replica).__name__ for name, replica in self._items()}
+
+    def _items(self) -> list[tuple[str, CRDT]]:
+        return self._engine.state.items()  # type: ignore[return-value]  # names are str
+
+    @property
+    def metrics(self) -> SyncMetrics:
+        """Counters of the sync traffic (rounds, bytes, errors, full-state fallbacks)."""
+        return self._engine.metrics
+
+    # -- change notifications ---------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Change], None]) -> Callable[[], None]:
+        """Call ``callback(change)`` after every local write and remote merge.
+
+        Local changes are reported in the writer's thread, remote ones in the
+        node's loop. Returns a function that unsubscribes.
+        """
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock, contextlib.suppress(ValueError):
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def changes(self) -> AsyncIterator[Change]:
+        """Yield every change from now on (iterate on the node's loop).
+
+        A consumer that falls ``CHANGE_QUEUE_SIZE`` changes behind loses the
+        oldest ones rather than holding memory without bound.
+        """
+        queue: asyncio.Queue[Change] = asyncio.Queue(CHANGE_QUEUE_SIZE)
+        with self._lock:
+            self._queues.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            with self._lock:
+                self._queues.discard(queue)
+
+    def _changed(self, names: frozenset[str], *, local: bool) -> None:
+        if not names:
+            return
+        change = Change(names, local)
+        with self._lock:
+            subscribers = list(self._subscribers)
+            queues = list(self._queues)
+        for callback in subscribers:
+            _notify(callback, change)
+        loop = self._loop
+        for queue in queues:
+            if loop is not None and not _on_loop(loop):
+                loop.call_soon_threadsafe(_offer, queue, change)
+            else:
+                _offer(queue, change)
+
+    # -- peers ------------------------------------------------------------------
+
+    def add_peer(self, url: str) -> None:
+        """Gossip with the node at ``url`` from now on (ValueError if it is no URL)."""
+        base = normalize_url(url)
+        with self._lock:
+            if base != self._url:
+                self._peers.setdefault(base, None)
+
+    def remove_peer(self, url: str) -> None:
+        """Stop gossiping with the node at ``url`` (it may still contact this node)."""
+        base = normalize_url(url)
+        with self._lock:
+            self._peers.pop(base, None)
+            self._last_ok.pop(base, None)
+
+    @property
+    def peers(self) -> list[str]:
+        """The base URLs of the known peers."""
+        with self._lock:
+            return list(self._peers)
+
+    async def sync_now(self) -> None:
+        """Run one push-pull exchange with every known peer; return when all are done or failed."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the node is not started")
+        if not _on_loop(loop):
+            future = asyncio.run_coroutine_threadsafe(self.sync_now(), loop)
+            await asyncio.wrap_future(future)
+            return
+        await asyncio.gather(*(self._exchange(url) for url in self.peers))
+
+    # -- gossip -----------------------------------------------------------------
+
+    async def _gossip_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.gossip_interval * self._rng.uniform(0.8, 1.2))
+            await self._round()
+
+    async def _push_forever(self) -> None:
+        """Push local writes at once, at most once per quarter interval."""
+        assert self._push is not None
+        while True:
+            await self._push.wait()
+            self._push.clear()
+            await self._round(limit=max(1, self.fanout - 1))
+            await asyncio.sleep(self.gossip_interval / 4)
+
+    async def _round(self, limit: int | None = None) -> None:
+        assert self._client is not None
+        ready = [url for url in self.peers if self._client.ready(url)]
+        chosen = self._rng.sample(ready, min(limit or self.fanout, len(ready)))
+        try:
+            await asyncio.gather(*(self._exchange(url) for url in chosen))
+        except Exception:  # never let one bad round stop the gossip
+            log.exception("a gossip round failed")
+
+    def _wake_push(self) -> None:
+        loop, push = self._loop, self._push
+        if loop is None or push is None:
+            return
+        if _on_loop(loop):
+            push.set()
+        else:
+            loop.call_soon_threadsafe(push.set)
+
+    async def _exchange(self, url: str) -> bool:
+        """One exchange with ``url``, then more while a snapshot is under way."""
+        for _ in range(SNAPSHOT_ROUNDS):
+            peer_id = await self._exchange_once(url)
+            if peer_id is None or not self._engine.wants_more(peer_id):
+                return peer_id is not None
+        return True
+
+    async def _exchange_once(self, url: str) -> str | None:
+        client = self._client
+        if client is None:
+            return None
+        with self._lock:
+            request = self._engine.request(self._peers.get(url))
+            body = encode_message(request)
+            self._engine.metrics.bytes_sent += len(body)
+        try:
+            reply = await client.exchange(url, body)
+        except PeerUnavailableError as exc:
+            log.debug("exchange with %s failed: %s", url, exc)
+            return None
+        with self._lock:
+            self._engine.metrics.bytes_received += len(reply)
+        try:
+            response = decode_message(reply)
+        except DecodeError as exc:
+            self.count_error()
+            log.warning("bad response from %s: %s", url, exc)
+            return None
+        try:
+            with self._lock:
+                changed = self._engine.on_response(response)  # counts its own errors
+                if url in self._peers:
+                    self._peers[url] = response.sender
+                self._last_ok[url] = time.monotonic()
+        except (DecodeError, ProtocolError) as exc:
+            log.warning("refused a response from %s: %s", url, exc)
+            return None
+        self._changed(changed, local=False)
+        return response.sender
+
+    # -- what the server calls (transport.server.SyncHandler) ------------------------
+
+    def handle_sync(self, body: bytes) -> bytes:
+        """Answer a peer's exchange (DecodeError/ProtocolError: the transport says 4xx)."""
+        with self._lock:
+            self._engine.metrics.bytes_received += len(body)
+        try:
+            message = decode_message(body)
+        except DecodeError:
+            self.count_error()
+            raise
+        with self._lock:
+            reply, changed = self._engine.on_request(message)  # counts its own errors
+            data = encode_message(reply)
+            self._engine.metrics.bytes_sent += len(data)
+        self._changed(changed, local=False)
+        return data
+
+    def count_error(self) -> None:
+        """Count a request the transport refused before it reached the engine."""
+        with self._lock:
+            self._engine.metrics.errors += 1
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and peers, for ``GET /v1/health`` and ``agentsync status``."""
+        client = self._client
+        now = time.monotonic()
+        with self._lock:
+            peers = [
+                {
+                    "url": url,
+                    "node_id": peer_id,
+                    "failures": client.failures(url) if client else 0,
+                    "last_ok_s_ago": round(now - self._last_ok[url], 3)
+                    if url in self._last_ok
+                    else None,
+                }
+                for url, peer_id in self._peers.items()
+            ]
+        return {
+            "node_id": self.node_id,
+            "cluster": self.cluster,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "url": self._url,
+            "uptime_s": round(now - self._started_at, 3) if self._started_at else 0.0,
+            "peers": peers,
+        }
+
+    def state_json(self) -> dict[str, Any]:
+        """Every name with its type and value, for ``GET /v1/state`` and ``agentsync dump``."""
+        with self._lock:
+            names = {
+                name: {"type": type(replica).__name__, "value": to_json(replica.value)}
+                for name, replica in self._items()
+            }
+        return {"node_id": self.node_id, "cluster": self.cluster, "names": names}
+
+    def metrics_text(self) -> str:
+        """The Prometheus text exposition of the sync metrics."""
+        with self._lock:
+            m = self._engine.metrics
+            rows = [
+                ("sync_rounds_total", "counter", "Exchanges completed.", m.rounds),
+                ("sync_bytes_sent_total", "counter", "Sync bytes sent.", m.bytes_sent),
+                ("sync_bytes_received_total", "counter", "Sync bytes received.", m.bytes_received),
+                ("sync_errors_total", "counter", "Refused or failed messages.", m.errors),
+                (
+                    "full_state_fallbacks_total",
+                    "counter",
+                    "Snapshots sent to peers with no usable ack.",
+                    m.full_state_fallbacks,
+                ),
+                ("peers", "gauge", "Known peers.", len(self._peers)),
+                (
+                    "delta_buffer_bytes",
+                    "gauge",
+                    "Bytes held by the delta buffer.",
+                    self._engine.delta_buffer_bytes,
+                ),
+            ]
+        lines = []
+        for name, kind, help_text, value in rows:
+            lines += (
+                f"# HELP agentsync_{name} {help_text}",
+                f"# TYPE agentsync_{name} {kind}",
+                f"agentsync_{name} {value}",
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:
+    """Apply ``fn`` to the replica at ``path``, through every map on the way; the delta."""
+    key, kind = path[0]
+    if len(path) == 1:
+        return state.update(key, kind, fn)
+    return state.update(key, ORMap, lambda nested: _update(nested, path[1:], fn))
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _notify(callback: Callable[[Change], None], change: Change) -> None:
+    """Call one subscriber; its bug is logged, never raised into the writer."""
+    try:
+        callback(change)
+    except Exception:
+        log.exception("a change subscriber failed")
+
+
+def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
+    """Queue a change, dropping the oldest when the consumer fell too far behind."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(change)
+
+
+def to_json(value: Any) -> Any:
+    """A replica value as JSON: sets and tuples become lists, bytes ``{"$bytes": base64}``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (frozenset, builtins.set)):
+        return sorted((to_json(item) for item in value), key=repr)
+    if isinstance(value, (tuple, list)):
+        return [to_json(item) for item in value]
+    if isinstance(value, (dict, MappingProxyType)):
+        return {k if isinstance(k, str) else repr(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    return repr(value)
+
+
+__all__ = ["Change", "Handle", "Node", "to_json"]
