@@ -569,7 +569,7 @@ class Node(Container):
                     self._engine.delta_buffer_bytes,
                 ),
             ]
-        lines = []
+        lines: list[str] = []
         for name, kind, help_text, value in rows:
             lines += (
                 f"# HELP agentsync_{name} {help_text}",
