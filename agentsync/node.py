@@ -117,6 +117,7 @@ class Node(Container):
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}  # url -> node id, once known
         self._last_ok: dict[str, float] = {}
+        self._inflight: builtins.set[str] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
         self._batch_depth = 0
@@ -448,12 +449,23 @@ class Node(Container):
             loop.call_soon_threadsafe(push.set)
 
     async def _exchange(self, url: str) -> bool:
-        """One exchange with ``url``, then more while a snapshot is under way."""
-        for _ in range(SNAPSHOT_ROUNDS):
-            peer_id = await self._exchange_once(url)
-            if peer_id is None or not self._engine.wants_more(peer_id):
-                return peer_id is not None
-        return True
+        """One exchange with ``url``, then more while a snapshot is under way.
+
+        An exchange already under way with ``url`` (the gossip round and an
+        eager push can pick the same peer) is not doubled: it would carry the
+        same interval twice.
+        """
+        if url in self._inflight:
+            return False
+        self._inflight.add(url)
+        try:
+            for _ in range(SNAPSHOT_ROUNDS):
+                peer_id = await self._exchange_once(url)
+                if peer_id is None or not self._engine.wants_more(peer_id):
+                    return peer_id is not None
+            return True
+        finally:
+            self._inflight.discard(url)
 
     async def _exchange_once(self, url: str) -> str | None:
         client = self._client
