@@ -27,7 +27,10 @@ def normalize_url(url: str) -> str:
         raise ValueError(f"a peer URL is a str, not {type(url).__name__}")
     if not 0 < len(url) <= _MAX_URL_CHARS or not url.isprintable() or " " in url:
         raise ValueError(f"peer URL {url[:80]!r} is empty, too long or has spaces")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # unbalanced or misused brackets
+        raise ValueError(f"peer URL {url!r} is malformed: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise ValueError(f"peer URL {url!r} must start with http:// or https://")
