@@ -14,6 +14,8 @@ import pytest
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
 from agentsync.sync.engine import DEFAULT_MAX_MESSAGE_BYTES
 from agentsync.transport import DEFAULT_MAX_BODY_BYTES, MSGPACK, SyncServer
+from agentsync.transport import server as server_module
+from agentsync.transport.wire import read_bounded
 from tests.transport.helpers import (
     SYNC_HEAD,
     FakeHandler,
@@ -246,6 +248,52 @@ def test_a_client_that_hangs_up_mid_body_is_counted_and_nothing_is_called() -> N
             await wait_until(lambda: handler.errors == 1)
 
     run(main())
+    assert handler.bodies == []
+
+
+def test_a_connection_stuck_in_its_headers_is_closed_at_the_keepalive_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "KEEPALIVE_TIMEOUT", 0.3)
+
+    async def main() -> tuple[bytes, float]:
+        async with serving(FakeHandler()) as server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"POST /v1/sync HTTP/1.1\r\nHost: test\r\n")  # and never the rest
+            began = time.monotonic()
+            try:
+                return await asyncio.wait_for(reader.read(), 5.0), time.monotonic() - began
+            finally:
+                writer.close()
+
+    data, waited = run(main())
+    assert data == b"", "closed without an answer"
+    assert waited < 3.0
+
+
+def test_stop_cancels_a_request_still_reading_its_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_module, "SHUTDOWN_TIMEOUT", 0.2)
+    handler = FakeHandler()
+
+    async def main() -> float:
+        reading = asyncio.Event()
+
+        async def spy(stream: aiohttp.StreamReader, limit: int) -> bytes:
+            reading.set()
+            return await read_bounded(stream, limit)
+
+        monkeypatch.setattr(server_module, "read_bounded", spy)
+        server = SyncServer(handler)  # body_timeout 10 s: stop must not wait for it
+        await server.start()
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(f"{SYNC_HEAD}Content-Length: 100\r\n\r\nab".encode())
+        await asyncio.wait_for(reading.wait(), 5.0)
+        began = time.monotonic()
+        await server.stop()
+        writer.close()
+        return time.monotonic() - began
+
+    assert 0.1 < run(main()) < 3.0
     assert handler.bodies == []
 
 
