@@ -6,6 +6,8 @@ never inflated, and concurrency is bounded across all peers. Failures put
 the peer into exponential backoff with full jitter; the caller asks
 ``ready`` before picking a peer. Requests run concurrently, so a peer that
 never answers holds one slot until its timeout and delays no other peer.
+The wait for a free slot counts neither against the timeout nor against the
+peer: it is this node's own queue.
 """
 
 from __future__ import annotations

@@ -66,9 +66,10 @@ class SyncHandler(Protocol):
         ...
 
     def count_error(self) -> None:
-        """Count one request the transport refused itself (404, 405, 408, 413, 415, 500).
+        """Count one request the transport refused itself.
 
-        Refusals the handler raised (400, 409) are not reported here.
+        That is 404, 405, 408, 413, 415, a body cut short by a lost connection,
+        and 500. Refusals the handler raised (400, 409) are not reported here.
         """
         ...
 
@@ -169,10 +170,12 @@ class SyncServer:
                 self._handler.count_error()
                 raise
             except Exception:
-                logger.exception("unexpected error serving %s %s", request.method, request.path)
+                where = one_line(request.raw_path)
+                logger.exception("unexpected error serving %s %s", request.method, where)
                 status, reason, close = 500, "internal server error", False
             self._handler.count_error()
-            logger.debug("refused %s %s: %d %s", request.method, request.path, status, reason)
+            where = one_line(request.raw_path)  # the peer chose it: keep the log line one line
+            logger.debug("refused %s %s: %d %s", request.method, where, status, reason)
             response = web.Response(status=status, text=reason)
             if close:
                 response.force_close()
