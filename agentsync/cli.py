@@ -1,37 +1,386 @@
-"""The ``agentsync`` command."""
+"""The ``agentsync`` command: ``serve``, ``status``, ``dump`` and ``demo``.
+
+Every error (bad arguments, a bad URL, a peer that does not answer, a port in
+use) ends as one line on stderr and exit code 2, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, TextIO
+from urllib.parse import urlsplit
 
 from agentsync import __version__
 
+EXIT_ERROR = 2
+DEFAULT_TIMEOUT_S = 5.0
+VALUE_CHARS = 60
+"""Values longer than this are cut short in ``status`` tables."""
+
+
+class CliError(Exception):
+    """An error the user can act on: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, not usage plus a line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---------------------------------------------------------------------------
+# Argument types
+# ---------------------------------------------------------------------------
+
+
+def node_url(text: str) -> str:
+    """Check a node's base URL, ``http://host:port``; ``host:port`` means http.
+
+    Returns the URL without a trailing slash. Raises ``argparse.ArgumentTypeError``.
+    """
+    raw = text.strip()
+    if raw and "://" not in raw:
+        raw = f"http://{raw}"
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad URL {text!r}: {exc}") from None
+    if parts.scheme not in {"http", "https"}:
+        raise argparse.ArgumentTypeError(f"bad URL {text!r}: the scheme must be http or https")
+    if not parts.hostname:
+        raise argparse.ArgumentTypeError(f"bad URL {text!r}: no host")
+    if port is None:
+        raise argparse.ArgumentTypeError(f"bad URL {text!r}: no port")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"bad URL {text!r}: give the node's base URL only")
+    return raw.rstrip("/")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be > 0, not {text}")
+    return value
+
+
+def _fanout(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid fanout {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"fanout must be >= 1, not {value}")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="agentsync",
         description="Serverless state sharing for AI and edge agents.",
     )
     parser.add_argument("--version", action="version", version=f"agentsync {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a node until SIGINT or SIGTERM",
+        description=(
+            "Run a node: serve its replicas over HTTP and gossip with its peers until "
+            "SIGINT or SIGTERM. The first line printed names the node and its URL."
+        ),
+    )
+    serve.add_argument("--id", dest="node_id", help="node id (default: a random one)")
+    serve.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=_port, default=0, help="port to bind (default: 0, any free port)"
+    )
+    serve.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        type=node_url,
+        default=[],
+        metavar="URL",
+        help="a peer's URL, http://host:port (repeat for more peers)",
+    )
+    serve.add_argument("--data-dir", help="directory for the node's durable state")
+    serve.add_argument(
+        "--gossip-interval",
+        type=_seconds,
+        default=0.2,
+        metavar="S",
+        help="seconds between gossip rounds (default: 0.2)",
+    )
+    serve.add_argument(
+        "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
+    )
+
+    for name, text in (
+        ("status", "print a node's health, peers and names as a table"),
+        ("dump", "print a node's state (GET /v1/state) as JSON"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("url", type=node_url, metavar="URL", help="the node, http://host:port")
+        sub.add_argument(
+            "--timeout",
+            type=_seconds,
+            default=DEFAULT_TIMEOUT_S,
+            metavar="S",
+            help=f"seconds to wait for the node (default: {DEFAULT_TIMEOUT_S:g})",
+        )
+
+    demo = commands.add_parser(
         "demo",
-        help="two agents diverge offline and converge by exchanging deltas",
-        description="Two agents diverge offline and converge by exchanging deltas.",
+        help="three agents on loopback write, partition and converge",
+        description=(
+            "Three agents on loopback write concurrently; one drops off the network and "
+            "keeps writing; it comes back and every agent converges."
+        ),
+    )
+    demo.add_argument(
+        "--plain",
+        action="store_true",
+        help="print snapshots as plain text instead of a live view (the default off a TTY)",
     )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code (2 for errors, never a traceback)."""
-    args = _parser().parse_args(argv)
+# ---------------------------------------------------------------------------
+# HTTP reads
+# ---------------------------------------------------------------------------
+
+
+async def fetch_json(url: str, path: str, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+    """GET ``url + path`` and return its JSON body; raise ``CliError`` on any failure."""
+    import aiohttp
+
+    target = url + path
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(target, headers={"Accept": "application/json"}) as response,
+        ):
+            if response.status != 200:
+                raise CliError(f"{target} answered HTTP {response.status} {response.reason}")
+            try:
+                return await response.json(content_type=None)
+            except ValueError:
+                raise CliError(f"{target} did not answer with JSON") from None
+    except asyncio.TimeoutError:
+        raise CliError(f"cannot reach {url}: no answer within {timeout:g} s") from None
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        raise CliError(f"cannot reach {url}: {reason}") from None
+    except aiohttp.ClientError as exc:
+        raise CliError(f"cannot reach {url}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------
+
+
+def short_value(value: object, limit: int = VALUE_CHARS) -> str:
+    """A value as compact JSON (keys sorted), cut to ``limit`` characters."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """Left-aligned columns, two spaces apart; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths[:-1], strict=False)]
+        return (indent + "  ".join([*padded, cells[-1]])).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _seconds_text(seconds: object) -> str:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def format_status(health: Mapping[str, Any], state: Mapping[str, Any]) -> str:
+    """The ``status`` report: a node's health, its peers and its names."""
+    lines = [
+        f"node      {health.get('node_id')}",
+        f"cluster   {health.get('cluster')}",
+        f"url       {health.get('url')}",
+        f"version   agentsync {health.get('version')}, protocol {health.get('protocol')}",
+        f"uptime    {_seconds_text(health.get('uptime_s'))}",
+        "",
+    ]
+    peers = health.get("peers") or []
+    lines.append(f"peers ({len(peers)})")
+    if peers:
+        rows = []
+        for peer in sorted(peers, key=lambda p: str(p.get("url"))):
+            last_ok = peer.get("last_ok_s_ago")
+            rows.append(
+                [
+                    str(peer.get("url")),
+                    str(peer.get("node_id") or "?"),
+                    str(peer.get("failures", 0)),
+                    "never" if last_ok is None else f"{_seconds_text(last_ok)} ago",
+                ]
+            )
+        lines.extend(table(["URL", "NODE", "FAILURES", "LAST OK"], rows))
+    else:
+        lines.append("  (none)")
+    lines.append("")
+    names: Mapping[str, Any] = state.get("names") or {}
+    lines.append(f"names ({len(names)})")
+    if names:
+        rows = [
+            [name, str(entry.get("type")), short_value(entry.get("value"))]
+            for name, entry in sorted(names.items())
+        ]
+        lines.extend(table(["NAME", "TYPE", "VALUE"], rows))
+    else:
+        lines.append("  (none)")
+    return "\n".join(lines)
+
+
+def format_dump(state: object) -> str:
+    """``/v1/state`` as pretty JSON with a stable key order."""
+    return json.dumps(state, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+async def _status(url: str, timeout: float) -> str:
+    health, state = await asyncio.gather(
+        fetch_json(url, "/v1/health", timeout), fetch_json(url, "/v1/state", timeout)
+    )
+    if not isinstance(health, dict) or not isinstance(state, dict):
+        raise CliError(f"{url} answered JSON that is not a node's health and state")
+    return format_status(health, state)
+
+
+async def _dump(url: str, timeout: float) -> str:
+    return format_dump(await fetch_json(url, "/v1/state", timeout))
+
+
+async def serve(args: argparse.Namespace, out: TextIO) -> int:
+    """Run a node until SIGINT or SIGTERM, then stop it cleanly."""
+    from agentsync.node import Node
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        try:
+            node = Node(
+                args.node_id,
+                cluster=args.cluster,
+                host=args.host,
+                port=args.port,
+                peers=args.peers,
+                gossip_interval=args.gossip_interval,
+                fanout=args.fanout,
+                data_dir=args.data_dir,
+            )
+        except (ValueError, TypeError) as exc:
+            raise CliError(_one_line(exc)) from None
+        try:
+            await node.start()
+        except OSError as exc:
+            where = f"{args.host}:{args.port}"
+            raise CliError(f"cannot serve on {where}: {exc.strerror or _one_line(exc)}") from None
+        try:
+            print(
+                f"agentsync node {node.node_id} serving {node.url} (cluster {args.cluster})",
+                file=out,
+                flush=True,
+            )
+            await stopping.wait()
+        finally:
+            await node.stop()
+        print(f"agentsync node {node.node_id} stopped", file=out, flush=True)
+        return 0
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "serve":
+        return asyncio.run(serve(args, out))
+    if args.command == "status":
+        print(asyncio.run(_status(args.url, args.timeout)), file=out)
+        return 0
+    if args.command == "dump":
+        print(asyncio.run(_dump(args.url, args.timeout)), file=out)
+        return 0
     if args.command == "demo":
         from agentsync.demo import run
 
-        return 0 if run() else 1
-    return 2  # pragma: no cover  # argparse rejects unknown commands first
+        return 0 if run(out, live=False if args.plain else None) else 1
+    raise CliError(f"unknown command {args.command!r}")  # pragma: no cover  # argparse first
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (2 for errors, never a traceback)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args, sys.stdout)
+    except CliError as exc:
+        print(f"agentsync {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"agentsync {args.command}: interrupted", file=sys.stderr)
+    except Exception as exc:  # the promise is one line, never a traceback
+        if os.environ.get("AGENTSYNC_TRACEBACK"):
+            raise
+        print(
+            f"agentsync {args.command}: error: {type(exc).__name__}: {_one_line(exc)}"
+            " (set AGENTSYNC_TRACEBACK=1 for the traceback)",
+            file=sys.stderr,
+        )
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

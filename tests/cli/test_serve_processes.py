@@ -1,0 +1,275 @@
+"""``agentsync serve`` as real processes: convergence, restarts, signals, errors.
+
+Each test starts ``python -m agentsync.cli serve --port 0`` processes and reads
+the URL from the first line they print. The processes have no write API, so
+an in-test Node (in a background thread) peers with them and writes; every
+check polls ``GET /v1/state`` (or runs ``agentsync dump``) until a deadline,
+never sleeping and hoping. Every process is killed in the fixture's teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from agentsync.node import Node
+
+ROOT = Path(__file__).resolve().parents[2]
+INTERVAL = "0.1"
+START_DEADLINE_S = 20.0
+CONVERGE_DEADLINE_S = 15.0
+STOP_DEADLINE_S = 10.0
+URL_LINE = re.compile(r"^agentsync node (\S+) serving (http://\S+) \(cluster (\S+)\)$")
+
+T = TypeVar("T")
+
+
+class Served:
+    """One ``agentsync serve`` process and the lines it prints."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = args
+        self._stderr = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agentsync.cli", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            cwd=ROOT,
+        )
+        self.log = log
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.node_id = self.url = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def next_line(self, timeout: float) -> str:
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"no line within {timeout} s; stderr: {self.log.read_text()!r}"
+            ) from None
+
+    def wait_started(self) -> Served:
+        line = self.next_line(START_DEADLINE_S)
+        match = URL_LINE.match(line)
+        assert match is not None, line
+        self.node_id, self.url = match.group(1), match.group(2)
+        return self
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` and return the exit code, within the deadline."""
+        self.proc.send_signal(signum)
+        return self.proc.wait(STOP_DEADLINE_S)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
+    """Start ``agentsync serve`` processes (waiting for their URL); kill all at teardown."""
+    started: list[Served] = []
+
+    def start(*args: str, wait: bool = True) -> Served:
+        served = Served([*args], tmp_path / f"serve{len(started)}.err")
+        started.append(served)
+        return served.wait_started() if wait else served
+
+    try:
+        yield start
+    finally:
+        for served in started:
+            served.kill()
+
+
+def get_json(url: str, path: str) -> Any:
+    with urllib.request.urlopen(url + path, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def values(url: str) -> dict[str, Any]:
+    """name -> value of a node's ``/v1/state``."""
+    state = get_json(url, "/v1/state")
+    return {name: entry["value"] for name, entry in state["names"].items()}
+
+
+def eventually(probe: Callable[[], T | None], what: str, timeout: float = CONVERGE_DEADLINE_S) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except (urllib.error.URLError, ConnectionError) as exc:
+            result, last = None, exc
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not within {timeout} s (last error: {last!r})")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentsync.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_a_line_of_three_converges_and_a_restarted_node_catches_up(
+    serve: Callable[..., Served],
+) -> None:
+    # A knows B, B knows C: what is written at A reaches C only through B.
+    c = serve("--id", "c", "--cluster", "lab", "--gossip-interval", INTERVAL)
+    b = serve("--id", "b", "--cluster", "lab", "--gossip-interval", INTERVAL, "--peer", c.url)
+    a = serve("--id", "a", "--cluster", "lab", "--gossip-interval", INTERVAL, "--peer", b.url)
+    assert (a.node_id, b.node_id, c.node_id) == ("a", "b", "c")
+
+    node = Node.start_background("writer", cluster="lab", peers=[a.url], gossip_interval=0.1)
+    try:
+        node.counter("tasks").increment(5)
+        node.set("findings").add("cache")
+        node.lwwmap("status")["writer"] = "busy"
+        node.flag("ready").enable()
+        first = {
+            "tasks": 5,
+            "findings": ["cache"],
+            "status": {"writer": "busy"},
+            "ready": True,
+        }
+        for served in (a, b, c):
+            eventually(lambda s=served: values(s.url) == first, f"{served.node_id} converges")
+
+        dumped = cli("dump", c.url)
+        assert dumped.returncode == 0, dumped.stderr
+        state = json.loads(dumped.stdout)
+        assert state["node_id"] == "c"
+        assert state["cluster"] == "lab"
+        assert state["names"]["tasks"] == {"type": "PNCounter", "value": 5}
+        assert state["names"]["findings"] == {"type": "ORSet", "value": ["cache"]}
+        assert dumped.stdout == json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+        # C stops cleanly; the others carry on writing without it.
+        assert c.stop(signal.SIGTERM) == 0
+        assert c.next_line(STOP_DEADLINE_S) == "agentsync node c stopped"
+        node.counter("tasks").increment(2)
+        node.set("findings").add("gc")
+        second = {**first, "tasks": 7, "findings": ["cache", "gc"]}
+        for served in (a, b):
+            eventually(lambda s=served: values(s.url) == second, f"{served.node_id} converges")
+        health = get_json(b.url, "/v1/health")
+        [to_c] = health["peers"]
+        eventually(
+            lambda: get_json(b.url, "/v1/health")["peers"][0]["failures"] >= 1,
+            "b notices that c is down",
+        )
+
+        # C comes back at the same address with no state; B's gossip refills it.
+        c2 = serve("--id", "c", "--cluster", "lab", "--gossip-interval", INTERVAL,
+                   "--port", str(c.port))  # fmt: skip
+        assert c2.url == c.url == to_c["url"]
+        eventually(lambda: values(c2.url) == second, "the restarted c catches up")
+        eventually(
+            lambda: get_json(b.url, "/v1/health")["peers"][0]["failures"] == 0,
+            "b's link to c recovers",
+        )
+
+        status = cli("status", b.url)
+        assert status.returncode == 0, status.stderr
+        out = status.stdout
+        assert out.splitlines()[0].split() == ["node", "b"]
+        assert "cluster   lab" in out
+        assert re.search(rf"^  {re.escape(c.url)}\s+c\s+0\s+\d+\.\d s ago$", out, re.M), out
+        assert re.search(r"^  tasks\s+PNCounter\s+7$", out, re.M), out
+        assert re.search(r'^  findings\s+ORSet\s+\["cache", "gc"\]$', out, re.M), out
+        assert re.search(r'^  status\s+LWWMap\s+\{"writer": "busy"\}$', out, re.M), out
+        assert re.search(r"^  ready\s+EWFlag\s+true$", out, re.M), out
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_serve_cleanly(signum: int, serve: Callable[..., Served]) -> None:
+    served = serve("--id", "solo")
+    assert get_json(served.url, "/v1/health")["node_id"] == "solo"
+    assert served.stop(signum) == 0
+    assert served.next_line(STOP_DEADLINE_S) == "agentsync node solo stopped"
+    err = served.log.read_text()
+    assert "Traceback" not in err
+    assert "Unclosed" not in err  # the client session and the server were closed
+
+
+def test_status_counts_a_dead_peers_failures(serve: Callable[..., Served]) -> None:
+    dead = serve()
+    dead_url = dead.url
+    assert dead.stop() == 0  # now nothing listens at dead_url
+    alive = serve("--peer", dead_url, "--gossip-interval", INTERVAL)
+    eventually(
+        lambda: get_json(alive.url, "/v1/health")["peers"][0]["failures"] >= 2,
+        "the dead peer's failures are counted",
+    )
+    status = cli("status", alive.url)
+    assert status.returncode == 0, status.stderr
+    row = re.search(rf"^  {re.escape(dead_url)}\s+\?\s+(\d+)\s+never$", status.stdout, re.M)
+    assert row is not None, status.stdout
+    assert int(row.group(1)) >= 2
+
+
+def test_a_port_in_use_is_one_line_exit_2(serve: Callable[..., Served]) -> None:
+    holder = serve()
+    done = cli("serve", "--port", str(holder.port))
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"agentsync serve: error: cannot serve on 127.0.0.1:{holder.port}")
+    assert "in use" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--id", ""], "node_id must be"),
+        (["--id", "x" * 300], "node_id must be"),
+        (["--cluster", ""], "cluster must be"),
+    ],
+    ids=["empty-id", "long-id", "empty-cluster"],
+)
+def test_a_bad_node_setting_is_one_line_exit_2(args: list[str], fragment: str) -> None:
+    done = cli("serve", *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("agentsync serve: error: ")
+    assert fragment in lines[0]
