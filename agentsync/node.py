@@ -35,7 +35,7 @@ from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
-from agentsync.sync.engine import DEFAULT_MAX_MESSAGE_BYTES, SyncMetrics
+from agentsync.sync.engine import SyncMetrics
 from agentsync.transport.client import SyncClient
 from agentsync.transport.server import SyncServer
 from agentsync.transport.urls import normalize_url
@@ -144,10 +144,8 @@ class Node(Container):
             os.makedirs(self.data_dir, exist_ok=True)
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
-        server = SyncServer(
-            self, host=self.host, port=self.port, max_body_bytes=DEFAULT_MAX_MESSAGE_BYTES
-        )
-        client = SyncClient(max_body_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+        server = SyncServer(self, host=self.host, port=self.port)
+        client = SyncClient()
         try:
             await server.start()
             await client.start()
