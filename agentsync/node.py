@@ -156,6 +156,7 @@ class Node(Container):
             raise
         self._server, self._client = server, client
         self._url = server.url
+        self.port = server.port  # a restart of this Node object keeps its URL
         self._started_at = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._gossip_forever(), name=f"agentsync-gossip-{self.node_id}"),

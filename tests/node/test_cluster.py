@@ -268,3 +268,24 @@ def test_the_server_refuses_bad_requests_and_changes_nothing() -> None:
             await a.stop()
 
     run(main())
+
+
+def test_a_node_object_restarts_on_its_url_and_catches_up() -> None:
+    async def main() -> None:
+        a, b = Node("a", gossip_interval=FAST), Node("b", gossip_interval=FAST)
+        await started(a, b)
+        a.add_peer(b.url)
+        b.add_peer(a.url)
+        try:
+            url = b.url
+            await b.stop()
+            a.set("s").add("while-b-was-down")
+            b.set("s").add("written-offline")  # writes work on a stopped node too
+            await b.start()
+            assert b.url == url
+            await converge([a, b])
+            assert a.set("s").value == {"while-b-was-down", "written-offline"}
+        finally:
+            await stop_all([a, b])
+
+    run(main())
