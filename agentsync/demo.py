@@ -27,7 +27,6 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 from agentsync.node import Node
 
@@ -297,8 +296,7 @@ async def _go_offline(node: Node, view: View) -> None:
     Writes to a stopped node apply to its local replicas, as an agent on a
     plane would, and spread once it starts again.
     """
-    node.port = urlsplit(node.url).port or 0  # come back at the same address
-    await node.stop()
+    await node.stop()  # a restart of the same Node object keeps its URL
     view.online[node.node_id] = False
 
 
