@@ -1,0 +1,1 @@
+"""Tests of the sans-IO sync engine over a deterministic simulated network."""
