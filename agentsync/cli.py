@@ -21,6 +21,8 @@ from agentsync import __version__
 
 EXIT_ERROR = 2
 DEFAULT_TIMEOUT_S = 5.0
+MAX_JSON_BYTES = 1 << 30
+"""The largest ``/v1/state`` the CLI reads (the state of a big node is big)."""
 VALUE_CHARS = 60
 """Values longer than this are cut short in ``status`` tables."""
 
@@ -173,29 +175,23 @@ def _parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------
 
 
-async def fetch_json(url: str, path: str, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
-    """GET ``url + path`` and return its JSON body; raise ``CliError`` on any failure."""
-    import aiohttp
+async def fetch_json(url: str, paths: Sequence[str], timeout: float) -> list[Any]:
+    """GET each of ``paths`` from the node at ``url``, in turn; their JSON bodies.
 
-    target = url + path
+    Raises ``CliError`` saying what failed (no answer, a timeout, an HTTP
+    error, a body that is not JSON or is larger than ``MAX_JSON_BYTES``).
+    """
+    from agentsync.errors import PeerUnavailableError
+    from agentsync.transport.client import SyncClient
+
+    client = SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES)
+    await client.start()
     try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(target, headers={"Accept": "application/json"}) as response,
-        ):
-            if response.status != 200:
-                raise CliError(f"{target} answered HTTP {response.status} {response.reason}")
-            try:
-                return await response.json(content_type=None)
-            except ValueError:
-                raise CliError(f"{target} did not answer with JSON") from None
-    except asyncio.TimeoutError:
-        raise CliError(f"cannot reach {url}: no answer within {timeout:g} s") from None
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
-        raise CliError(f"cannot reach {url}: {reason}") from None
-    except aiohttp.ClientError as exc:
-        raise CliError(f"cannot reach {url}: {_one_line(exc)}") from None
+        return [await client.get_json(url, path) for path in paths]
+    except PeerUnavailableError as exc:
+        raise CliError(f"cannot read {_one_line(exc)}") from None
+    finally:
+        await client.close()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -290,16 +286,15 @@ def format_dump(state: object) -> str:
 
 
 async def _status(url: str, timeout: float) -> str:
-    health, state = await asyncio.gather(
-        fetch_json(url, "/v1/health", timeout), fetch_json(url, "/v1/state", timeout)
-    )
+    health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout)
     if not isinstance(health, dict) or not isinstance(state, dict):
         raise CliError(f"{url} answered JSON that is not a node's health and state")
     return format_status(health, state)
 
 
 async def _dump(url: str, timeout: float) -> str:
-    return format_dump(await fetch_json(url, "/v1/state", timeout))
+    [state] = await fetch_json(url, ["/v1/state"], timeout)
+    return format_dump(state)
 
 
 async def serve(args: argparse.Namespace, out: TextIO) -> int:

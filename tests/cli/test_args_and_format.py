@@ -178,21 +178,22 @@ def test_unreachable_node_is_one_line_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     line = _one_line_error(captured.err)
-    assert line.startswith(f"agentsync {command}: error: cannot reach http://127.0.0.1:")
+    assert line.startswith(f"agentsync {command}: error: cannot read http://127.0.0.1:")
+    assert "Cannot connect" in line
 
 
 def test_unreachable_node_from_a_real_process(closed_port: int) -> None:
     done = _cli("status", f"127.0.0.1:{closed_port}")
     assert done.returncode == 2
-    assert "cannot reach" in _one_line_error(done.stderr)
+    assert "Cannot connect" in _one_line_error(done.stderr)
 
 
 @pytest.mark.parametrize(
     ("routes", "expected"),
     [
-        ({}, "answered HTTP 404"),
-        ({"/v1/state": (500, b"{}")}, "answered HTTP 500"),
-        ({"/v1/state": (200, b"<html>")}, "did not answer with JSON"),
+        ({}, "/v1/state: HTTP 404"),
+        ({"/v1/state": (500, b"{}")}, "/v1/state: HTTP 500"),
+        ({"/v1/state": (200, b"<html>")}, "/v1/state: reply is not JSON"),
     ],
 )
 def test_a_bad_answer_is_one_line_exit_2(
@@ -215,7 +216,7 @@ def test_a_node_that_never_answers_times_out(capsys: pytest.CaptureFixture[str])
         listener.listen()
         port = listener.getsockname()[1]
         assert main(["dump", f"http://127.0.0.1:{port}", "--timeout", "0.3"]) == 2
-    assert "no answer within 0.3 s" in _one_line_error(capsys.readouterr().err)
+    assert "timed out after 0.3 s" in _one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(
