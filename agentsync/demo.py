@@ -10,7 +10,8 @@ and a ``needs_review`` flag.
 2. **Offline.** The researcher drops off the network: it stops its node
    (nobody can reach it, it reaches nobody) and keeps writing to its local
    replicas. Meanwhile the planner retracts a finding and clears the review
-   flag, while the offline researcher re-adds that finding and raises the flag.
+   flag the writer raised, while the offline researcher re-adds that finding
+   and raises the flag again.
 3. **Back.** The researcher starts its node again. Gossip carries what each
    side missed; the concurrent writes resolve by the types' rules (the re-add
    wins, the raise wins, counts add up) and every agent ends with one board.
@@ -26,6 +27,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TextIO
 
 from agentsync.node import Node
@@ -37,7 +39,10 @@ FRAME_S = 0.2
 """The live view redraws this often."""
 CONVERGE_TIMEOUT_S = 8.0
 STEP_S = 0.15
-"""The pause between an agent's writes, so the writes interleave visibly."""
+"""The pause between an agent's writes, so the writes interleave."""
+LIVE_STEP_S = 0.3
+LIVE_HOLD_S = 0.6
+"""On a terminal the story runs slower, and each step's result stays a moment."""
 
 ROWS = (
     ("tasks_done", "tasks done"),
@@ -155,33 +160,34 @@ class View:
         self._drawn = 0
 
 
-async def _paced(steps: Sequence[Callable[[], object]]) -> None:
+async def _paced(steps: Sequence[Callable[[], object]], pause: float) -> None:
     for step in steps:
         step()
-        await asyncio.sleep(STEP_S)
+        await asyncio.sleep(pause)
 
 
-async def _together(nodes: Mapping[str, Node]) -> None:
+async def _together(nodes: Mapping[str, Node], pause: float) -> None:
     """Step 1: all three agents write at once."""
 
     def writes(name: str, findings: Sequence[str], status: str) -> list[Callable[[], object]]:
         node = nodes[name]
         steps: list[Callable[[], object]] = [
-            lambda: node.lwwmap("status").__setitem__(name, status)
+            partial(node.lwwmap("status").__setitem__, name, status)
         ]
         for finding in findings:
-            steps.append(lambda f=finding: node.set("findings").add(f))  # type: ignore[misc]
-            steps.append(lambda: node.counter("tasks_done").increment())
+            steps.append(partial(node.set("findings").add, finding))
+            steps.append(node.counter("tasks_done").increment)
         return steps
 
+    review = nodes["writer"].flag("needs_review").enable  # the draft needs a review
     await asyncio.gather(
-        _paced(writes("planner", ["api"], "plan")),
-        _paced(writes("researcher", ["bug", "gc"], "read")),
-        _paced(writes("writer", ["doc"], "write")),
+        _paced(writes("planner", ["api"], "plan"), pause),
+        _paced(writes("researcher", ["bug", "gc"], "read"), pause),
+        _paced([*writes("writer", ["doc"], "write"), review], pause),
     )
 
 
-async def _apart(nodes: Mapping[str, Node]) -> None:
+async def _apart(nodes: Mapping[str, Node], pause: float) -> None:
     """Step 2: the researcher writes offline while the others carry on."""
     planner, researcher, writer = (nodes[a] for a in AGENTS)
     await asyncio.gather(
@@ -191,14 +197,16 @@ async def _apart(nodes: Mapping[str, Node]) -> None:
                 lambda: planner.flag("needs_review").disable(),
                 lambda: planner.lwwmap("status").__setitem__("planner", "review"),
                 lambda: planner.counter("tasks_done").increment(),
-            ]
+            ],
+            pause,
         ),
         _paced(
             [
                 lambda: writer.set("findings").add("faq"),
                 lambda: writer.counter("tasks_done").increment(2),
                 lambda: writer.lwwmap("status").__setitem__("writer", "edit"),
-            ]
+            ],
+            pause,
         ),
         _paced(
             [
@@ -207,7 +215,8 @@ async def _apart(nodes: Mapping[str, Node]) -> None:
                 lambda: researcher.flag("needs_review").enable(),
                 lambda: researcher.counter("tasks_done").increment(3),
                 lambda: researcher.lwwmap("status").__setitem__("researcher", "away"),
-            ]
+            ],
+            pause,
         ),
     )
 
@@ -227,6 +236,7 @@ async def _story(out: TextIO, live: bool) -> bool:
     nodes = {name: Node(name, gossip_interval=GOSSIP_INTERVAL_S) for name in AGENTS}
     started: list[Node] = []
     view = View(nodes, out, live)
+    pause, hold = (LIVE_STEP_S, LIVE_HOLD_S) if live else (STEP_S, 0.0)
     try:
         for node in nodes.values():
             await node.start()
@@ -243,20 +253,22 @@ async def _story(out: TextIO, live: bool) -> bool:
             )
             view.say("\n1. Together: all three write at once.")
             view.step("1. together")
-            await _together(nodes)
+            await _together(nodes, pause)
             await _wait_equal(list(nodes.values()), CONVERGE_TIMEOUT_S)
             view.snapshot()
+            await asyncio.sleep(hold)
 
             view.say(
                 f"\n2. Offline: the {OFFLINE} drops off the network and keeps writing. "
                 "The planner retracts 'gc' and clears the review flag; offline, the "
-                f"{OFFLINE} re-adds 'gc' and raises the flag."
+                f"{OFFLINE} re-adds 'gc' and raises the flag again."
             )
             view.step("2. offline")
             await _go_offline(nodes[OFFLINE], view)
-            await _apart(nodes)
+            await _apart(nodes, pause)
             await _wait_equal([nodes[a] for a in AGENTS if a != OFFLINE], CONVERGE_TIMEOUT_S)
             view.snapshot()
+            await asyncio.sleep(hold)
 
             view.say(f"\n3. Back: the {OFFLINE} rejoins; gossip carries what each side missed.")
             view.step("3. back")
@@ -280,8 +292,8 @@ def _moral(board: Mapping[str, Any]) -> str:
         [
             f"\n- 'gc' {'is back' if 'gc' in findings else 'is gone'}: the offline re-add was"
             " concurrent with the retraction, and an add wins.",
-            f"- needs review = {'yes' if board.get('needs_review') else 'no'}: an enable"
-            " concurrent with a disable wins.",
+            f"- needs review = {'yes' if board.get('needs_review') else 'no'}: the offline"
+            " raise was concurrent with the clear, and an enable wins.",
             f"- tasks done = {board.get('tasks_done', 0)}: every agent's increments count,"
             " offline ones too.",
             f"- status: each agent wrote only its own key, so none is lost"
