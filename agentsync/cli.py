@@ -323,8 +323,11 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         try:
             await node.start()
         except OSError as exc:
+            reason = exc.strerror or _one_line(exc)
+            if exc.filename is not None:  # the data directory, not the socket
+                raise CliError(f"cannot use {exc.filename}: {reason}") from None
             where = f"{args.host}:{args.port}"
-            raise CliError(f"cannot serve on {where}: {exc.strerror or _one_line(exc)}") from None
+            raise CliError(f"cannot serve on {where}: {reason}") from None
         try:
             print(
                 f"agentsync node {node.node_id} serving {node.url} (cluster {args.cluster})",

@@ -273,3 +273,13 @@ def test_a_bad_node_setting_is_one_line_exit_2(args: list[str], fragment: str) -
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("agentsync serve: error: ")
     assert fragment in lines[0]
+
+
+def test_a_data_dir_that_is_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    done = cli("serve", "--data-dir", str(blocker))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"agentsync serve: error: cannot use {blocker}: ")
