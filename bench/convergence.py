@@ -41,6 +41,7 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -62,9 +63,12 @@ DEFAULT_INTERVAL_S = 0.2
 QUICK_INTERVAL_S = 0.1
 BURST_WRITES = 12
 TRIAL_TIMEOUT_ROUNDS = 100
-IDLE_SETTLE_ROUNDS = 3
+IDLE_SETTLE_MAX_ROUNDS = 30
+IDLE_STABLE_ROUNDS = 3
+"""The idle cost is measured once the delta buffers' bytes held still this many rounds."""
 IDLE_ROUNDS = 5
-"""Rounds of idle gossip measured after the trials of a size (after settling)."""
+"""Rounds of idle gossip measured after the trials of a size."""
+BUFFER_GAUGE = re.compile(r"^agentsync_delta_buffer_bytes (\d+)$", re.MULTILINE)
 
 
 def goal_rounds(n: int) -> int:
@@ -86,10 +90,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 @dataclass
 class Trial:
     rounds: float
+    """Wall-clock seconds from the last write until all are equal, over the interval."""
     seconds: float
     bytes: int
     exchanges: int
     fallbacks: int
+    n: int
+    fanout: int
+
+    @property
+    def exchange_rounds(self) -> float:
+        """The exchanges it took, in rounds' worth (N x fanout exchanges a round)."""
+        return self.exchanges / (self.n * self.fanout)
 
 
 @dataclass
@@ -98,6 +110,7 @@ class Cluster:
 
     nodes: list[Node]
     interval: float
+    fanout: int
     expected: dict[str, Any] = field(default_factory=dict)
     counter: int = 0
     items: set[str] = field(default_factory=set)
@@ -120,7 +133,7 @@ class Cluster:
             for other in nodes:
                 if other is not node:
                     node.add_peer(other.url)
-        return cls(nodes, interval)
+        return cls(nodes, interval, fanout)
 
     async def stop(self) -> None:
         for node in self.nodes:
@@ -194,7 +207,15 @@ class Cluster:
         seconds = marks["end"] - marks["start"]
         sent0, exch0, fb0 = marks["start_totals"]
         sent1, exch1, fb1 = marks["end_totals"]
-        return Trial(seconds / self.interval, seconds, sent1 - sent0, exch1 - exch0, fb1 - fb0)
+        return Trial(
+            seconds / self.interval,
+            seconds,
+            sent1 - sent0,
+            exch1 - exch0,
+            fb1 - fb0,
+            len(self.nodes),
+            self.fanout,
+        )
 
 
 def _equal(node: Node, cluster: Cluster) -> bool:
@@ -274,7 +295,7 @@ async def run_trials(
                 log(
                     f"N={n} trial {trial + 1}: {result.rounds:.1f} rounds "
                     f"({result.seconds * 1000:.0f} ms), {result.bytes:,} bytes, "
-                    f"{result.exchanges} exchanges"
+                    f"{result.exchanges} exchanges ({result.exchange_rounds:.1f} rounds' worth)"
                 )
             idle = await _idle_cost(cluster)
         finally:
@@ -294,9 +315,21 @@ async def _settle(cluster: Cluster, timeout: float) -> None:
         await asyncio.sleep(cluster.interval)
 
 
+def _buffered(node: Node) -> int:
+    """The bytes in a node's delta buffer, from its Prometheus metrics."""
+    match = BUFFER_GAUGE.search(node.metrics_text())
+    return int(match.group(1)) if match else 0
+
+
 async def _idle_cost(cluster: Cluster) -> dict[str, float]:
-    """Body bytes per exchange and per node-round while nothing is written."""
-    await asyncio.sleep(IDLE_SETTLE_ROUNDS * cluster.interval)  # acks catch up first
+    """Body bytes per exchange and per node-round once the delta buffers stop shrinking."""
+    deadline = time.perf_counter() + IDLE_SETTLE_MAX_ROUNDS * cluster.interval
+    history = [sum(_buffered(node) for node in cluster.nodes)]
+    while time.perf_counter() < deadline and not (
+        len(history) > IDLE_STABLE_ROUNDS and len(set(history[-IDLE_STABLE_ROUNDS - 1 :])) == 1
+    ):
+        await asyncio.sleep(cluster.interval)
+        history.append(sum(_buffered(node) for node in cluster.nodes))
     sent0, exch0, _ = cluster.totals()
     start = time.perf_counter()
     await asyncio.sleep(IDLE_ROUNDS * cluster.interval)
@@ -305,6 +338,8 @@ async def _idle_cost(cluster: Cluster) -> dict[str, float]:
     exchanges = exch1 - exch0
     node_rounds = len(cluster.nodes) * elapsed / cluster.interval
     return {
+        "settle_rounds": len(history) - 1,
+        "buffer_bytes_left": history[-1],
         "bytes_per_exchange": (sent1 - sent0) / exchanges if exchanges else math.nan,
         "exchanges_per_node_round": exchanges / node_rounds,
         "bytes_per_node_round": (sent1 - sent0) / node_rounds,
@@ -336,14 +371,20 @@ def _summary(
             "max": max(rounds, default=math.nan),
             "all": rounds,
         },
+        "seconds_all": [t.seconds for t in trials],
         "seconds": {"p50": percentile([t.seconds for t in trials], 50)},
         "bytes": {
             "p50": percentile(sizes, 50),
             "p99": percentile(sizes, 99),
             "per_node_p50": percentile(sizes, 50) / n,
+            "per_write_p50": percentile(sizes, 50) / BURST_WRITES,
             "all": [t.bytes for t in trials],
         },
         "exchanges": {"p50": percentile([float(t.exchanges) for t in trials], 50)},
+        "exchange_rounds": {
+            "p50": percentile([t.exchange_rounds for t in trials], 50),
+            "p99": percentile([t.exchange_rounds for t in trials], 99),
+        },
         "full_state_fallbacks": sum(t.fallbacks for t in trials),
         "loop_lag_ms": {
             "p50": percentile(lags, 50) * 1000,
@@ -357,20 +398,27 @@ def _summary(
 def render(summaries: dict[int, dict[str, Any]], interval: float, fanout: int) -> str:
     head = (
         f"{'N':>4}  {'trials':>6}  {'p50 rnd':>7}  {'p99 rnd':>7}  {'goal':>4}  "
-        f"{'p50 bytes':>9}  {'p99 bytes':>9}  {'idle B/exch':>11}  {'lag p99':>7}  status"
+        f"{'p50 x-rnd':>9}  {'p50 bytes':>9}  {'p99 bytes':>9}  {'B/write':>7}  "
+        f"{'idle B/exch':>11}  {'lag p99':>7}  status"
     )
     lines = [head]
     for n, s in summaries.items():
         idle = s["idle"].get("bytes_per_exchange", math.nan)
         lines.append(
             f"{n:>4}  {s['trials']:>6}  {s['rounds']['p50']:>7.1f}  {s['rounds']['p99']:>7.1f}  "
-            f"{s['goal_p99_rounds']:>4}  {s['bytes']['p50']:>9,.0f}  {s['bytes']['p99']:>9,.0f}  "
-            f"{idle:>11.1f}  {s['loop_lag_ms']['p99']:>5.1f}ms  {s['status']}"
+            f"{s['goal_p99_rounds']:>4}  {s['exchange_rounds']['p50']:>9.1f}  "
+            f"{s['bytes']['p50']:>9,.0f}  {s['bytes']['p99']:>9,.0f}  "
+            f"{s['bytes']['per_write_p50']:>7,.0f}  {idle:>11.1f}  "
+            f"{s['loop_lag_ms']['p99']:>5.0f}ms  {s['status']}"
         )
-    lines.append(
-        f"rounds = seconds from the last write until every replica is equal / {interval:g} s "
-        f"interval; fanout {fanout}; goal p99 <= ceil(log2 N + ln N) + 2"
-    )
+    lines += [
+        f"rnd = seconds from the last write until every replica is equal / {interval:g} s "
+        f"interval; fanout {fanout}; goal p99 <= ceil(log2 N + ln N) + 2.",
+        "x-rnd = the exchanges that took, over N x fanout (one round's worth): near rnd "
+        "unless the shared loop lags (lag p99 near the interval means the harness saturates).",
+        "B/write = all sync bodies sent per write; idle B/exch = request + response bodies of "
+        "one exchange once the delta buffers stopped shrinking.",
+    ]
     return "\n".join(lines)
 
 
@@ -385,10 +433,10 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            ["git", "-C", str(ROOT), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -397,6 +445,12 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured, and whether agentsync/ had uncommitted changes."""
+    status = _git("status", "--porcelain", "--", "agentsync")
+    return {"commit": _git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -479,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             },
             "versions": {"agentsync": metadata.version("agentsync")},
-            "git": {"commit": _git_commit()},
+            "git": git_info(),
             "sizes": {str(n): s for n, s in summaries.items()},
             "wall_seconds": wall,
         }

@@ -319,10 +319,10 @@ def _pinning() -> tuple[set[int], set[int]] | None:
     return {cpus[0]}, set(cpus[1:])
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            ["git", "-C", str(ROOT), *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -331,6 +331,12 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip()
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured, and whether agentsync/ had uncommitted changes."""
+    status = _git("status", "--porcelain", "--", "agentsync")
+    return {"commit": _git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
 
 
 def _positive(text: str) -> int:
@@ -428,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             },
             "versions": {"agentsync": metadata.version("agentsync")},
-            "git": {"commit": _git_commit()},
+            "git": git_info(),
             "summary": summary,
             "trials": [asdict(t) for t in results],
             "wall_seconds": wall,
