@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import os
 import signal
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from agentsync import __version__
 
 EXIT_ERROR = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_TIMEOUT_S = 5.0
 MAX_JSON_BYTES = 1 << 30
 """The largest ``/v1/state`` the CLI reads (the state of a big node is big)."""
@@ -138,6 +140,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="what the node logs on stderr (default: warning)",
     )
 
     for name, text in (
@@ -300,6 +308,12 @@ async def _dump(url: str, timeout: float) -> str:
 async def serve(args: argparse.Namespace, out: TextIO) -> int:
     """Run a node until SIGINT or SIGTERM, then stop it cleanly."""
     from agentsync.node import Node
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
