@@ -50,10 +50,13 @@ def test_convergence_quick_run_writes_its_report(tmp_path: Path) -> None:
         assert len(size["bytes"]["all"]) == size["trials"]
         assert all(b > 0 for b in size["bytes"]["all"])
         assert set(size["idle"]) == {
+            "settle_rounds",
+            "buffer_bytes_left",
             "bytes_per_exchange",
             "exchanges_per_node_round",
             "bytes_per_node_round",
         }
+        assert size["exchange_rounds"]["p50"] > 0
         assert set(size["loop_lag_ms"]) == {"p50", "p99"}
         assert size["status"] in {"PASS", "MISS"}
 
