@@ -32,6 +32,9 @@ T = TypeVar("T", bound="CRDT")
 
 _new = object.__new__
 
+UNSEEN_DOTS_LIMIT = 1 << 16
+"""The most unseen dots ``unseen_part`` lists one by one before it gives up cutting."""
+
 
 def bare_delta(kind: type[T], replica_id: str, cloud: set[tuple[str, int]]) -> T:
     """A delta of ``kind`` whose context is exactly ``cloud``, with no store yet.
@@ -159,6 +162,16 @@ class CRDT(abc.ABC):
         if newest and not self._delta:  # a delta shares its origin's clock: leave it be
             self._observe_ts(newest)
 
+    def _absorb(self: T, later: T) -> None:
+        """Join ``later``, a delta this replica issued after the ones joined here.
+
+        ``merge`` without its checks: the delta group of the sync layer's
+        buffer joins every local write with this, and the checks (the type,
+        the timestamps against the skew bound) hold for local writes already.
+        """
+        self._join(later, self._ctx, later._ctx, False, True)
+        self._ctx.merge(later._ctx)
+
     def unseen_part(self: T, other: T) -> T | None:
         """The part of ``other`` this replica has not seen; None when it adds nothing.
 
@@ -166,13 +179,17 @@ class CRDT(abc.ABC):
         sync layer buffers and forwards only this part of what it receives
         (RR, Enes et al. 2019). The part is a delta, except when ``other`` is
         a full state that removed something this replica never saw: which keys
-        such a removal emptied is unknowable, so ``other`` is returned whole.
+        such a removal emptied is unknowable, so ``other`` is returned whole;
+        so it is when ``other`` holds more than ``UNSEEN_DOTS_LIMIT`` unseen
+        dots above this replica's version vector, which would be dear to list.
         """
         if type(other) is not type(self):
             raise TypeError(f"cannot compare a {type(other).__name__} with a {type(self).__name__}")
         mine = self._ctx
         theirs = other._ctx
-        new = theirs._minus(mine)
+        new = theirs._minus(mine, UNSEEN_DOTS_LIMIT)
+        if new is None:  # too many to list: the whole is a correct part too
+            return other.copy()
         stored_new = sum(1 for dot in other._dots() if not mine.has(dot[0], dot[1]))
         keep_all = new._size() > stored_new  # it removed dots this replica never saw
         if keep_all and not other._delta:

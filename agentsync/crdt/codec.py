@@ -52,6 +52,13 @@ MAX_BLOB_BYTES = 4 * MAX_STR_CHARS
 """The longest str (UTF-8 bytes) or bytes (16 MiB)."""
 MAX_CLOUD_DOTS = 1 << 22
 """The most dots a decoded context's cloud may expand to."""
+CLOUD_DOTS_PER_BYTE = 8
+"""A cloud may expand to this many dots per input byte (but at least ``MIN_CLOUD_DOTS``).
+
+Ranges make a cloud cheap on the wire and dear in memory; an honest cloud
+holds about one dot per entry its body names, so it never comes near this.
+"""
+MIN_CLOUD_DOTS = 1 << 14
 
 COMPRESS_MIN_BYTES = 1024
 """Encodings at least this long are deflated (when that makes them smaller)."""
@@ -130,11 +137,17 @@ def decode(data: bytes, expected: type[C] | None = None) -> CRDT:
         and raw[0] == FORMAT_VERSION
         and raw[1] == _DEFLATED
     ):
-        raw = _unpack(_inflate(raw[2], raw[3]))
-    crdt = Reader.top(raw)
+        data = _inflate(raw[2], raw[3])
+        raw = _unpack(data)
+    crdt = Reader.top(raw, cloud_budget(len(data)))
     if expected is not None and type(crdt) is not expected:
         raise DecodeError(f"expected a {expected.__name__}, got a {type(crdt).__name__}")
     return crdt
+
+
+def cloud_budget(input_bytes: int) -> int:
+    """How many cloud dots the decode of ``input_bytes`` bytes may expand to."""
+    return min(MAX_CLOUD_DOTS, max(MIN_CLOUD_DOTS, CLOUD_DOTS_PER_BYTE * input_bytes))
 
 
 def _inflate(size: Any, deflated: Any) -> bytes:
@@ -226,10 +239,11 @@ class Writer:
 class Reader:
     """Validates a decoded msgpack tree and builds the replica from it."""
 
-    __slots__ = ("replica_ids",)
+    __slots__ = ("cloud_budget", "replica_ids")
 
-    def __init__(self, replica_ids: tuple[str, ...]) -> None:
+    def __init__(self, replica_ids: tuple[str, ...], cloud_budget: int = MAX_CLOUD_DOTS) -> None:
         self.replica_ids = replica_ids
+        self.cloud_budget = cloud_budget
 
     @staticmethod
     def fail(reason: str) -> NoReturn:
@@ -237,7 +251,7 @@ class Reader:
         raise DecodeError(reason)
 
     @classmethod
-    def top(cls, raw: Any) -> CRDT:
+    def top(cls, raw: Any, cloud_budget: int = MAX_CLOUD_DOTS) -> CRDT:
         """Decode the top-level array."""
         if type(raw) is not tuple or len(raw) != 6:
             cls.fail("expected the 6-item top-level array")
@@ -246,7 +260,7 @@ class Reader:
             cls.fail(f"unsupported format version {version!r} (this reads {FORMAT_VERSION})")
         if type(flags) is not int or flags not in (0, 1):
             cls.fail("flags must be 0 or 1")
-        reader = cls(cls._replica_ids(replica_ids))
+        reader = cls(cls._replica_ids(replica_ids), cloud_budget)
         kind = reader.kind(tag)
         ctx = reader.context(raw_ctx)
         blank = kind._blank(reader.replica_ids[0], ctx, HybridLogicalClock(), 0)
@@ -341,14 +355,14 @@ class Reader:
             if rid in ctx._vv:
                 self.fail("the version vector repeats a replica")
             ctx._vv[rid] = self.int_in(vector[i + 1], 1, INT64_MAX, "version vector entry")
-        budget = MAX_CLOUD_DOTS
+        budget = self.cloud_budget
         for i in range(0, len(ranges), 3):
             rid = self.replica(ranges[i])
             start = self.int_in(ranges[i + 1], 1, INT64_MAX, "cloud range start")
             length = self.int_in(ranges[i + 2], 1, INT64_MAX - start + 1, "cloud range length")
             budget -= length
             if budget < 0:
-                self.fail(f"the dot cloud holds more than {MAX_CLOUD_DOTS} dots")
+                self.fail(f"the dot cloud expands to more than {self.cloud_budget} dots")
             if start > ctx._vv.get(rid, 0) + 1:  # clear of the vector: add in bulk
                 ctx._cloud.update(zip(repeat(rid), range(start, start + length)))
             else:

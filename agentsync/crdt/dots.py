@@ -117,8 +117,12 @@ class CausalContext:
                     return False
         return all(n <= their_vv.get(r, 0) or (r, n) in their_cloud for r, n in self._cloud)
 
-    def _minus(self, other: CausalContext) -> CausalContext:
-        """The dots of this context that ``other`` lacks."""
+    def _minus(self, other: CausalContext, limit: int) -> CausalContext | None:
+        """The dots of this context that ``other`` lacks; None if over ``limit`` must be listed.
+
+        A version-vector entry is cheap however high it is, but the part of it
+        above ``other``'s entry has to be listed dot by dot.
+        """
         result = CausalContext._of_dots(set())
         their_vv = other._vv
         their_cloud = other._cloud
@@ -130,6 +134,9 @@ class CausalContext:
             if top == 0 and replica_id not in cloud_ids:
                 result._vv[replica_id] = n
             else:
+                limit -= n - top
+                if limit < 0:
+                    return None
                 missing = ((replica_id, k) for k in range(top + 1, n + 1))
                 result._cloud.update(dot for dot in missing if dot not in their_cloud)
         for dot in self._cloud:
@@ -260,6 +267,15 @@ def join_dots(
     """
     if mine == theirs:
         return mine
+    if len(mine) == 1 and len(theirs) == 1:  # a key rewritten: the common case of a join
+        m, t = mine[0], theirs[0]
+        if m[0] == t[0] and m[1] == t[1]:
+            return mine
+        keep_mine = not their_ctx.has(m[0], m[1])
+        keep_theirs = not my_ctx.has(t[0], t[1])
+        if keep_mine and keep_theirs:
+            return (m, t) if (m[0], m[1]) < (t[0], t[1]) else (t, m)
+        return mine if keep_mine else theirs if keep_theirs else ()
     if not mine:  # the common case when a delta brings a new key
         vv = my_ctx._vv
         cloud = my_ctx._cloud

@@ -55,7 +55,7 @@ class DeltaBuffer:
         return len(self._entries)
 
     def add_local(self, delta: ORMap) -> None:
-        """Buffer a local delta (joined with its neighbours when sealed)."""
+        """Buffer a local delta (joined with its neighbours when sealed); it is the buffer's now."""
         self._pending.append(delta)
         if len(self._pending) >= SEAL_EVERY:
             self.seal()
@@ -76,9 +76,9 @@ class DeltaBuffer:
         pending = self._pending
         if not pending:
             return
-        joined = pending[0] if len(pending) == 1 else pending[0].copy()
+        joined = pending[0]  # the buffer owns the local deltas it is given
         for delta in pending[1:]:
-            joined.merge(delta)
+            joined._absorb(delta)
         pending.clear()
         self._append(joined, None)
 

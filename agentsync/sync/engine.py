@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field, replace
-from itertools import count
 
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode
 from agentsync.crdt.hlc import ClockSkewError
@@ -35,7 +34,14 @@ from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
 from agentsync.sync.buffer import DeltaBuffer, Entry
-from agentsync.sync.messages import MAX_CLUSTER_CHARS, MAX_DELTAS, MAX_PIECES, Piece, SyncMessage
+from agentsync.sync.messages import (
+    MAX_CLUSTER_CHARS,
+    MAX_DELTAS,
+    MAX_PIECES,
+    Piece,
+    SyncMessage,
+    encode_message,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 """The largest message the engine composes (1 MiB)."""
@@ -92,8 +98,12 @@ class PeerState:
     """This node's seq when it sent the peer its context or a snapshot, until acked."""
     merged: int | None = None
     """The seq of the peer's buffer up to which this node holds its state."""
+    sent: int | None = None
+    """This node's seq up to which a response carried deltas the peer has not acked yet."""
     needs_snapshot: bool = False
     wants_snapshot: bool = False
+    last_transfer: int = 0
+    """The newest snapshot transfer from the peer seen so far (older pieces are stale)."""
     outgoing: _Outgoing | None = None
     incoming: _Incoming | None = None
 
@@ -142,7 +152,7 @@ class SyncEngine:
         self.metrics = SyncMetrics()
         self._buffer = DeltaBuffer(buffer_max_bytes)
         self._peers: dict[str, PeerState] = {}
-        self._transfers = count(1)
+        self._last_transfer = 0
         self._snapshot: tuple[int, bytes] | None = None
         self._tracked = False
         if self.state.context:  # seq 0 is the empty state: acks of it must not count
@@ -180,7 +190,10 @@ class SyncEngine:
     # -- local writes -----------------------------------------------------------
 
     def record_local(self, delta: ORMap) -> None:
-        """Note a delta of a write already applied to ``state``, so that it spreads."""
+        """Note a delta of a write already applied to ``state``, so that it spreads.
+
+        The engine takes the delta over: the caller must not use it again.
+        """
         if self._tracked:
             self._buffer.add_local(delta)
         else:
@@ -193,8 +206,11 @@ class SyncEngine:
         if peer_id is None:
             self._buffer.seal()
             head = self._buffer.head
-            context = self.state.context
-            return SyncMessage(self.node_id, self.cluster, self.epoch, head, context=context)
+            bare = SyncMessage(self.node_id, self.cluster, self.epoch, head)
+            message = _with(bare, context=self.state.context)
+            if len(encode_message(message)) > self.max_message_bytes:
+                return bare  # the reply names the peer; then it gets a snapshot
+            return message
         check_replica_id(peer_id)
         peer = self._peers.setdefault(peer_id, PeerState())
         return self._compose(peer_id, peer, is_response=False)
@@ -236,7 +252,7 @@ class SyncEngine:
         sender = message.sender
         peer = self._peers.get(sender)
         if peer is None or peer.epoch not in (None, message.epoch):
-            peer = self._peers[sender] = PeerState()  # new, or restarted: it may hold less
+            peer = PeerState()  # new, or restarted: it may hold less (kept only if accepted)
         peer.epoch = message.epoch
         if message.piece is not None:
             changed = self._take_piece(sender, peer, message.piece)
@@ -244,6 +260,8 @@ class SyncEngine:
             changed = self._take_context(peer, message)
         else:
             changed = self._take_deltas(sender, peer, message)
+        self._peers[sender] = peer
+        peer.sent = None  # what the peer acks now is what reached it
         self._take_ack(peer, message.ack)
         self._take_want(peer, message.want)
         self.metrics.rounds += 1
@@ -251,11 +269,11 @@ class SyncEngine:
         return changed
 
     def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> Changed:
-        if message.ack is None or message.ack[0] != self.epoch:
-            # The sender cut this interval against what an earlier incarnation
-            # of this node held. Merging it could leave dots in the context
-            # whose effects are missing, so drop it; the reply's epoch makes
-            # the sender repair instead.
+        if message.base > (peer.merged or 0):
+            # The interval starts after state of the sender this node does not
+            # hold (an interval before it was lost, or this node restarted).
+            # Merging it could leave dots in the context whose effects are
+            # missing, so drop it; the reply's ack makes the sender rewind.
             return frozenset()
         changed: Changed = frozenset()
         if message.deltas:
@@ -284,12 +302,15 @@ class SyncEngine:
         return frozenset()
 
     def _take_piece(self, sender: str, peer: PeerState, piece: Piece) -> Changed:
-        incoming = peer.incoming
-        if incoming is None or incoming.transfer != piece.transfer:
-            if piece.index != 0:
-                return frozenset()  # a stray piece of a transfer this node dropped
-            incoming = peer.incoming = _Incoming(piece.transfer, piece.seq, piece.count)
+        if piece.transfer < peer.last_transfer:
+            return frozenset()  # a late piece of an older transfer
+        if piece.transfer > peer.last_transfer:  # a new transfer, whatever piece comes first
+            peer.last_transfer = piece.transfer
+            peer.incoming = _Incoming(piece.transfer, piece.seq, piece.count)
             peer.wants_snapshot = False
+        incoming = peer.incoming
+        if incoming is None:
+            return frozenset()  # a late piece of a transfer that is over
         expected = (len(incoming.parts), incoming.count, incoming.seq)
         if (piece.index, piece.count, piece.seq) != expected:
             return frozenset()  # a duplicate or out of order: the want asks again
@@ -301,9 +322,13 @@ class SyncEngine:
         if len(incoming.parts) < incoming.count:
             return frozenset()
         peer.incoming = None
-        full = decode(b"".join(incoming.parts), ORMap)
-        if full.is_delta:
-            raise ProtocolError("a snapshot must be a full state, not a delta")
+        try:
+            full = decode(b"".join(incoming.parts), ORMap)
+            if full.is_delta:
+                raise ProtocolError("a snapshot must be a full state, not a delta")
+        except (DecodeError, ProtocolError):
+            peer.wants_snapshot = True  # ask for another one
+            raise
         changed = self._apply(full, sender)
         _raise_merged(peer, incoming.seq)
         return changed
@@ -327,7 +352,16 @@ class SyncEngine:
         return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
 
     def _take_ack(self, peer: PeerState, ack: tuple[int, int] | None) -> None:
+        """The peer's word on what it holds is the truth, even when it is less than before.
+
+        It is less when the peer lost track (a stale message of an old
+        incarnation of this node reset its record), and trusting the higher
+        old ack would then send it intervals it must refuse, for ever. A late
+        message that says less only costs a resend.
+        """
         if ack is not None and ack[0] == self.epoch and ack[1] <= self._buffer.head:
+            if peer.ack is not None and ack[1] < peer.ack:
+                peer.ack = ack[1]
             self._raise_ack(peer, ack[1])
 
     def _raise_ack(self, peer: PeerState, seq: int) -> None:
@@ -343,8 +377,11 @@ class SyncEngine:
             return
         transfer, index = want
         outgoing = peer.outgoing
-        if transfer == 0:
-            if outgoing is None or outgoing.next > 0:
+        if transfer == 0:  # a new snapshot, please; ``index`` is the last transfer it saw
+            self._last_transfer = max(self._last_transfer, index)  # the next must be newer
+            if outgoing is None:
+                peer.needs_snapshot = True
+            elif outgoing.transfer <= index:  # it gave up on the current one
                 peer.outgoing = None
                 peer.needs_snapshot = True
         elif outgoing is not None and transfer == outgoing.transfer and index < outgoing.count:
@@ -362,22 +399,35 @@ class SyncEngine:
         if peer.incoming is not None:
             want = (peer.incoming.transfer, len(peer.incoming.parts))
         elif peer.wants_snapshot:
-            want = (0, 0)
+            want = (0, peer.last_transfer)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response,
         )  # fmt: skip
+        try:
+            return self._fill(peer_id, peer, message)
+        finally:
+            self._collect()
+
+    def _fill(self, peer_id: str, peer: PeerState, message: SyncMessage) -> SyncMessage:
+        """Add what the peer lacks: a delta interval, the context, or a snapshot piece."""
+        buffer = self._buffer
         if peer.outgoing is None and not peer.needs_snapshot:
             if peer.ack is not None and peer.ack >= buffer.floor:
-                interval = self._interval(peer_id, peer.ack)
+                start = peer.ack if peer.sent is None else max(peer.ack, peer.sent)
+                interval = self._interval(peer_id, start)
                 if interval is not None:
-                    return _with(message, **interval)
+                    if message.is_response:  # it arrives unseen: do not send it again
+                        peer.sent = interval["seq"]  # type: ignore[assignment]
+                    return _with(message, base=start, **interval)
                 peer.needs_snapshot = True  # one buffered delta is larger than a message
             else:
-                if peer.pending is None:
-                    peer.pending = buffer.head
-                self._collect()
-                return _with(message, context=self.state.context)
+                with_context = _with(message, context=self.state.context)
+                if len(encode_message(with_context)) <= self.max_message_bytes:
+                    if peer.pending is None:
+                        peer.pending = buffer.head
+                    return with_context
+                peer.needs_snapshot = True  # too many replicas to list: send it all
         return _with(message, **self._piece(peer))
 
     def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
@@ -428,7 +478,8 @@ class SyncEngine:
         if peer.pending is None or peer.pending > head:
             peer.pending = head
         self.metrics.full_state_fallbacks += 1
-        return _Outgoing(next(self._transfers), head, data, pieces, size)
+        self._last_transfer += 1
+        return _Outgoing(self._last_transfer, head, data, pieces, size)
 
     # -- the buffer's floor -------------------------------------------------------
 

@@ -1,13 +1,13 @@
 """Sync messages: what two nodes say to each other, and its validated wire form.
 
 One message type serves as both the request and the response of a push-pull
-exchange. It is an 11-item msgpack array, documented in ``docs/protocol.md``::
+exchange. It is a 12-item msgpack array, documented in ``docs/protocol.md``::
 
-    [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want]
+    [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base]
 
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
-the CRDT codec. Trailing items after the eleventh are ignored, so that a later
+the CRDT codec. Trailing items after the twelfth are ignored, so that a later
 minor revision can add fields that older nodes skip.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from agentsync.crdt.codec import MAX_ENCODED_BYTES, Reader, Writer, decode, encode
+from agentsync.crdt.codec import MAX_ENCODED_BYTES, Reader, Writer, cloud_budget, decode, encode
 from agentsync.crdt.dots import CausalContext
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
@@ -37,7 +37,7 @@ MAX_DELTAS = 64
 """The most buffered deltas one message carries (also the longest array decoded)."""
 
 _RESPONSE = 1
-_FIELDS = 11
+_FIELDS = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,8 @@ class SyncMessage:
     want: tuple[int, int] | None = None
     """``(transfer, index)``: the next snapshot piece the sender needs; ``(0, 0)`` asks for one."""
     is_response: bool = False
+    base: int = 0
+    """The sender's seq the deltas start after: merge them only holding the sender to here."""
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -104,6 +106,7 @@ def encode_message(message: SyncMessage) -> bytes:
             _wire_deltas(message),
             [piece.transfer, piece.seq, piece.index, piece.count, piece.data] if piece else None,
             list(message.want) if message.want is not None else None,
+            message.base,
         ],
         use_bin_type=True,
     )
@@ -135,7 +138,9 @@ def decode_message(data: bytes) -> SyncMessage:
         raise DecodeError(f"not valid msgpack: {exc}") from None
     if type(raw) is not tuple or len(raw) < _FIELDS:
         _fail(f"expected an array of at least {_FIELDS} items")
-    version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want = raw[:_FIELDS]
+    version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base = raw[
+        :_FIELDS
+    ]
     if type(version) is not int or version != PROTOCOL_VERSION:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
     if type(flags) is not int or flags not in (0, _RESPONSE):
@@ -146,11 +151,12 @@ def decode_message(data: bytes) -> SyncMessage:
         epoch=_int(epoch, 0, "epoch"),
         seq=_int(seq, 0, "seq"),
         ack=_pair(ack, "ack", 0),
-        context=_context(context),
+        context=_context(context, cloud_budget(len(data))),
         deltas=_deltas(deltas),
         piece=_piece(piece),
         want=_pair(want, "want", 0),
         is_response=flags == _RESPONSE,
+        base=_int(base, 0, "base"),
     )
 
 
@@ -178,7 +184,7 @@ def _pair(raw: Any, what: str, low: int) -> tuple[int, int] | None:
     return (_int(raw[0], low, what), _int(raw[1], low, what))
 
 
-def _context(raw: Any) -> CausalContext | None:
+def _context(raw: Any, budget: int) -> CausalContext | None:
     if raw is None:
         return None
     if type(raw) is not tuple or len(raw) != 2:
@@ -186,7 +192,7 @@ def _context(raw: Any) -> CausalContext | None:
     ids = raw[0]
     if ids != ():  # an empty context has no replica ids
         ids = Reader._replica_ids(ids)
-    return Reader(ids).context(raw[1])
+    return Reader(ids, budget).context(raw[1])
 
 
 def _deltas(raw: Any) -> tuple[ORMap, ...]:
