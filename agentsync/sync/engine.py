@@ -98,12 +98,16 @@ class PeerState:
     """This node's seq when it sent the peer its context or a snapshot, until acked."""
     merged: int | None = None
     """The seq of the peer's buffer up to which this node holds its state."""
+    rewind: bool = False
+    """This node refused an interval of the peer's: its next message says so."""
     sent: int | None = None
     """This node's seq up to which a response carried deltas the peer has not acked yet."""
     needs_snapshot: bool = False
     wants_snapshot: bool = False
     last_transfer: int = 0
     """The newest snapshot transfer from the peer seen so far (older pieces are stale)."""
+    done_transfer: int = 0
+    """The newest transfer from the peer that was merged or given up."""
     outgoing: _Outgoing | None = None
     incoming: _Incoming | None = None
 
@@ -260,9 +264,15 @@ class SyncEngine:
             changed = self._take_context(peer, message)
         else:
             changed = self._take_deltas(sender, peer, message)
+        incoming = peer.incoming
+        if incoming is not None and (peer.merged or 0) >= incoming.seq:
+            # This node holds what the snapshot would bring (from another
+            # peer, say), and the sender drops its side on seeing the ack.
+            peer.done_transfer = incoming.transfer
+            peer.incoming = None
         self._peers[sender] = peer
         peer.sent = None  # what the peer acks now is what reached it
-        self._take_ack(peer, message.ack)
+        self._take_ack(peer, message.ack, message.rewind)
         self._take_want(peer, message.want)
         self.metrics.rounds += 1
         self._collect()
@@ -273,7 +283,8 @@ class SyncEngine:
             # The interval starts after state of the sender this node does not
             # hold (an interval before it was lost, or this node restarted).
             # Merging it could leave dots in the context whose effects are
-            # missing, so drop it; the reply's ack makes the sender rewind.
+            # missing, so drop it; the reply tells the sender to rewind.
+            peer.rewind = True
             return frozenset()
         changed: Changed = frozenset()
         if message.deltas:
@@ -317,11 +328,13 @@ class SyncEngine:
         incoming.size += len(piece.data)
         if incoming.size > MAX_ENCODED_BYTES:
             peer.incoming = None
+            peer.done_transfer = piece.transfer
             raise ProtocolError(f"a snapshot larger than {MAX_ENCODED_BYTES} bytes")
         incoming.parts.append(piece.data)
         if len(incoming.parts) < incoming.count:
             return frozenset()
         peer.incoming = None
+        peer.done_transfer = piece.transfer
         try:
             full = decode(b"".join(incoming.parts), ORMap)
             if full.is_delta:
@@ -351,16 +364,16 @@ class SyncEngine:
             self._buffer.skip()
         return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
 
-    def _take_ack(self, peer: PeerState, ack: tuple[int, int] | None) -> None:
-        """The peer's word on what it holds is the truth, even when it is less than before.
+    def _take_ack(self, peer: PeerState, ack: tuple[int, int] | None, rewind: bool) -> None:
+        """Raise the peer's ack; lower it only when the peer says it refused an interval.
 
-        It is less when the peer lost track (a stale message of an old
-        incarnation of this node reset its record), and trusting the higher
-        old ack would then send it intervals it must refuse, for ever. A late
-        message that says less only costs a resend.
+        A late or duplicated message carries an older, lower ack, which must
+        not count. But a peer that lost track of this node (a stale message
+        of an old incarnation of this node reset its record) refuses every
+        interval cut against the higher ack; it says so with ``rewind``.
         """
         if ack is not None and ack[0] == self.epoch and ack[1] <= self._buffer.head:
-            if peer.ack is not None and ack[1] < peer.ack:
+            if rewind and peer.ack is not None and ack[1] < peer.ack:
                 peer.ack = ack[1]
             self._raise_ack(peer, ack[1])
 
@@ -402,8 +415,9 @@ class SyncEngine:
             want = (0, peer.last_transfer)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
-            is_response=is_response,
+            is_response=is_response, rewind=peer.rewind,
         )  # fmt: skip
+        peer.rewind = False
         try:
             return self._fill(peer_id, peer, message)
         finally:

@@ -37,6 +37,7 @@ MAX_DELTAS = 64
 """The most buffered deltas one message carries (also the longest array decoded)."""
 
 _RESPONSE = 1
+_REWIND = 2
 _FIELDS = 12
 
 
@@ -79,6 +80,8 @@ class SyncMessage:
     want: tuple[int, int] | None = None
     """``(transfer, index)``: the next snapshot piece the sender needs; ``(0, 0)`` asks for one."""
     is_response: bool = False
+    rewind: bool = False
+    """The sender refused an interval of the receiver's: ``ack`` is where to start again."""
     base: int = 0
     """The sender's seq the deltas start after: merge them only holding the sender to here."""
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
@@ -96,7 +99,7 @@ def encode_message(message: SyncMessage) -> bytes:
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             PROTOCOL_VERSION,
-            _RESPONSE if message.is_response else 0,
+            (_RESPONSE if message.is_response else 0) | (_REWIND if message.rewind else 0),
             message.sender,
             message.cluster,
             message.epoch,
@@ -143,7 +146,7 @@ def decode_message(data: bytes) -> SyncMessage:
     ]
     if type(version) is not int or version != PROTOCOL_VERSION:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
-    if type(flags) is not int or flags not in (0, _RESPONSE):
+    if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND:
         _fail(f"unknown flags {flags!r}")
     return SyncMessage(
         sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
@@ -155,7 +158,8 @@ def decode_message(data: bytes) -> SyncMessage:
         deltas=_deltas(deltas),
         piece=_piece(piece),
         want=_pair(want, "want", 0),
-        is_response=flags == _RESPONSE,
+        is_response=bool(flags & _RESPONSE),
+        rewind=bool(flags & _REWIND),
         base=_int(base, 0, "base"),
     )
 

@@ -137,24 +137,15 @@ def test_a_large_state_converges_under_duplication_and_reordering(
     net.check_writes()
 
 
-STUCK = (
-    "BUG: a sender drops its outgoing snapshot once the peer's ack covers it (e.g. after "
-    "the peer's context showed it holds everything), but the receiver's incoming transfer "
-    "is never dropped: it asks for the next piece for ever, the sender ignores a want of a "
-    "transfer it no longer has, and wants_more stays True (the Node then runs "
-    "SNAPSHOT_ROUNDS=4096 back-to-back exchanges with that peer every gossip round)"
-)
-
-
 @pytest.mark.parametrize(
     ("seed", "topology"),
     [
         (0, "star"),
         (7, "star"),
-        pytest.param(1, "random", marks=pytest.mark.xfail(strict=True, reason=STUCK)),
-        pytest.param(2, "random", marks=pytest.mark.xfail(strict=True, reason=STUCK)),
-        pytest.param(1, "line", marks=pytest.mark.xfail(strict=True, reason=STUCK)),
-        pytest.param(5, "star", marks=pytest.mark.xfail(strict=True, reason=STUCK)),
+        (1, "random"),
+        (2, "random"),
+        (1, "line"),
+        (5, "star"),
     ],
 )
 def test_no_snapshot_stays_under_way_once_converged(seed: int, topology: Topology) -> None:
@@ -163,7 +154,6 @@ def test_no_snapshot_stays_under_way_once_converged(seed: int, topology: Topolog
     net.settle(max_rounds=60)  # wants_more is False everywhere (or this fails)
 
 
-@pytest.mark.xfail(strict=True, reason=STUCK)
 def test_a_late_piece_of_a_transfer_the_sender_dropped_is_forgotten() -> None:
     a = SyncEngine("a", max_message_bytes=BOUND, epoch=1)
     b = SyncEngine("b", max_message_bytes=BOUND, epoch=2)
@@ -266,14 +256,7 @@ def test_a_forgotten_peer_releases_the_buffer_and_is_repaired_when_it_returns() 
 
 # -- what reordering costs ------------------------------------------------------------------
 
-STALE_ACK = (
-    "BUG: _take_ack believes a lower ack, so a late or duplicated message from a peer "
-    "lowers peer.ack below the buffer's floor (the entries were released on the newer ack); "
-    "the next write then costs that peer a full snapshot"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=STALE_ACK)
 def test_a_late_duplicate_request_costs_no_snapshot() -> None:
     a = SyncEngine("a", epoch=1)
     b = SyncEngine("b", epoch=2)
@@ -302,14 +285,8 @@ def test_a_late_duplicate_request_costs_no_snapshot() -> None:
     "faults",
     [
         Faults(loss=0.2),
-        pytest.param(
-            Faults(reorder=True, max_delay=3),
-            marks=pytest.mark.xfail(strict=True, reason=STALE_ACK),
-        ),
-        pytest.param(
-            Faults(dup=0.3, reorder=True, max_delay=3),
-            marks=pytest.mark.xfail(strict=True, reason=STALE_ACK),
-        ),
+        Faults(reorder=True, max_delay=3),
+        Faults(dup=0.3, reorder=True, max_delay=3),
     ],
     ids=["loss", "reorder", "dup+reorder"],
 )
@@ -317,7 +294,7 @@ def test_a_late_duplicate_request_costs_no_snapshot() -> None:
 def test_once_every_pair_has_met_faults_cost_few_snapshots(seed: int, faults: Faults) -> None:
     """No partition, no restart, no bound hit: the buffer can always repair by deltas.
 
-    (At 99e239a reordering costs 38-70 snapshots here; at 831c82d it cost 0-3.)
+    (Regression: when a lower ack was always believed, reordering alone cost 38-70.)
     """
     net = SimNet(seed, 5, topology="random", fanout=2, faults=faults)
     net.run(10)

@@ -95,7 +95,7 @@ BAD_FIELDS: list[tuple[str, int, Any]] = [
     ("version 0", V, 0),
     ("version str", V, "1"),
     ("version nil", V, None),
-    ("flags 2", FLAGS, 2),
+    ("flags 4", FLAGS, 4),
     ("flags negative", FLAGS, -1),
     ("flags bool", FLAGS, True),
     ("sender empty", SENDER, ""),
