@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -577,7 +577,7 @@ def _inc(n: int) -> Callable[[PNCounter], PNCounter]:
     return lambda c: c.increment(n)
 
 
-def snapshot_of(engine: SyncEngine) -> dict[str, Hashable | object]:
+def snapshot_of(engine: SyncEngine) -> dict[str, object]:
     """What an error must leave unchanged: state, context, head, and per-peer acks."""
     return {
         "state": engine.state.copy(),
