@@ -72,6 +72,34 @@ class Handle:
         return f"<{type(self).__name__} {keys}: {self.value!r}>"
 
 
+class _Collection(Handle):
+    """A handle on a replica that holds elements or keys: ``in`` and ``len``."""
+
+    __slots__ = ()
+
+    def __contains__(self, element: object) -> bool:
+        replica = self._owner._read(self._path)
+        return replica is not None and element in replica
+
+    def __len__(self) -> int:
+        replica = self._owner._read(self._path)
+        return 0 if replica is None else len(replica)
+
+
+class _Keyed(_Collection):
+    """A handle on a map: iterating and ``keys()`` give the present keys."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self.keys())
+
+    def keys(self) -> builtins.list[Hashable]:
+        """The present keys."""
+        replica = self._owner._read(self._path)
+        return [] if replica is None else replica.keys()
+
+
 class CounterHandle(Handle):
     """A PNCounter: ``increment``, ``decrement``, ``value``."""
 
@@ -88,7 +116,7 @@ class CounterHandle(Handle):
         self._write(lambda c: c.decrement(n))
 
 
-class SetHandle(Handle):
+class SetHandle(_Collection):
     """An add-wins ORSet: ``add``, ``remove``, ``discard``, ``clear``, and set reads."""
 
     __slots__ = ()
@@ -110,14 +138,6 @@ class SetHandle(Handle):
     def clear(self) -> None:
         """Remove every element seen here."""
         self._write(lambda s: s.clear())
-
-    def __contains__(self, element: object) -> bool:
-        replica = self._owner._read(self._path)
-        return replica is not None and element in replica
-
-    def __len__(self) -> int:
-        replica = self._owner._read(self._path)
-        return 0 if replica is None else len(replica)
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self.value)
@@ -162,7 +182,7 @@ class FlagHandle(Handle):
         self._write(lambda f: f.disable())
 
 
-class LWWMapHandle(Handle):
+class LWWMapHandle(_Keyed):
     """A map of plain values, last writer wins per key; reads like a dict."""
 
     __slots__ = ()
@@ -191,21 +211,6 @@ class LWWMapHandle(Handle):
         replica = self._owner._read(self._path)
         return default if replica is None else replica.get(key, default)
 
-    def __contains__(self, key: object) -> bool:
-        replica = self._owner._read(self._path)
-        return replica is not None and key in replica
-
-    def __len__(self) -> int:
-        replica = self._owner._read(self._path)
-        return 0 if replica is None else len(replica)
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(self.keys())
-
-    def keys(self) -> builtins.list[Hashable]:
-        """The present keys."""
-        replica = self._owner._read(self._path)
-        return [] if replica is None else replica.keys()
 
     def items(self) -> builtins.list[tuple[Hashable, Value]]:
         """The present (key, value) pairs."""
@@ -253,7 +258,7 @@ class Container:
 H = TypeVar("H", bound=Handle)
 
 
-class MapHandle(Handle, Container):
+class MapHandle(_Keyed, Container):
     """An ORMap: nested handles through the same accessors as the Node, and ``remove``."""
 
     __slots__ = ()
@@ -274,18 +279,3 @@ class MapHandle(Handle, Container):
         """Remove ``key`` and reset what was seen under it; KeyError if absent here."""
         self._write(lambda m: m.remove(key))
 
-    def __contains__(self, key: object) -> bool:
-        replica = self._owner._read(self._path)
-        return replica is not None and key in replica
-
-    def __len__(self) -> int:
-        replica = self._owner._read(self._path)
-        return 0 if replica is None else len(replica)
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(self.keys())
-
-    def keys(self) -> builtins.list[Hashable]:
-        """The present keys."""
-        replica = self._owner._read(self._path)
-        return [] if replica is None else replica.keys()

@@ -42,7 +42,6 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,9 +51,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchlib import git_info, positive
+
 from agentsync.node import Node
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SIZES = (8, 16, 32)
 QUICK_SIZES = (8, 16)
 DEFAULT_TRIALS = 15
@@ -433,26 +433,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def git_info() -> dict[str, Any]:
-    """The commit measured, and whether agentsync/ had uncommitted changes."""
-    status = _git("status", "--porcelain", "--", "agentsync")
-    return {"commit": _git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
-
-
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
@@ -461,13 +441,6 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 2:
         raise argparse.ArgumentTypeError("sizes must be integers >= 2")
     return sizes
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -479,9 +452,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"smoke run: N in {QUICK_SIZES}, {QUICK_TRIALS} trials, {QUICK_INTERVAL_S} s interval",
     )
     parser.add_argument("--sizes", type=_sizes, help="comma-separated cluster sizes (8,16,32)")
-    parser.add_argument("--trials", type=_positive, help=f"trials per size ({DEFAULT_TRIALS})")
+    parser.add_argument("--trials", type=positive, help=f"trials per size ({DEFAULT_TRIALS})")
     parser.add_argument("--interval", type=float, help=f"gossip interval, s ({DEFAULT_INTERVAL_S})")
-    parser.add_argument("--fanout", type=_positive, default=3, help="peers per round (3)")
+    parser.add_argument("--fanout", type=positive, default=3, help="peers per round (3)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the writes (1)")
     return parser.parse_args(argv)
 

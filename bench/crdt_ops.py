@@ -43,7 +43,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -54,6 +53,8 @@ from importlib import metadata, util
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from benchlib import git_info, positive
 
 OURS = "agentsync"
 PEERS = ("pycrdt", "loro")
@@ -1019,34 +1020,9 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def git_info(root: Path) -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(root), *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return done.stdout.strip()
-
-    status = git("status", "--porcelain", "--", "agentsync")
-    return {"commit": git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
-
-
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1057,10 +1033,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 5,000 ops, a 1,000-key sync, 3 rounds"
     )
-    parser.add_argument("--rounds", type=_positive, help=f"rounds (default {DEFAULT_ROUNDS})")
-    parser.add_argument("--ops", type=_positive, help="ops per mutation case (default 100,000)")
-    parser.add_argument("--sync-base", type=_positive, help="keys both replicas hold (10,000)")
-    parser.add_argument("--sync-writes", type=_positive, help="new writes A sends B (11,000)")
+    parser.add_argument("--rounds", type=positive, help=f"rounds (default {DEFAULT_ROUNDS})")
+    parser.add_argument("--ops", type=positive, help="ops per mutation case (default 100,000)")
+    parser.add_argument("--sync-base", type=positive, help="keys both replicas hold (10,000)")
+    parser.add_argument("--sync-writes", type=positive, help="new writes A sends B (11,000)")
     parser.add_argument(
         "--only", metavar="LIBS", help=f"comma-separated subset of {','.join(LIBS)}"
     )
@@ -1164,7 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "machine": {**machine, "loadavg_at_end": _loadavg()},
             "versions": versions,
-            "git": git_info(Path(__file__).resolve().parent.parent),
+            "git": git_info(),
             "skipped": skipped,
             "jobs": {
                 job.name: {

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import git_info, positive
 
 from agentsync.node import Node
 
@@ -319,33 +320,6 @@ def _pinning() -> tuple[set[int], set[int]] | None:
     return {cpus[0]}, set(cpus[1:])
 
 
-def _git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(ROOT), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip()
-
-
-def git_info() -> dict[str, Any]:
-    """The commit measured, and whether agentsync/ had uncommitted changes."""
-    status = _git("status", "--porcelain", "--", "agentsync")
-    return {"commit": _git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Writes per second while gossiping with peers, against no peers."
@@ -356,12 +330,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help=f"smoke run: {QUICK_TRIALS} trials of {QUICK_SECONDS} s per mode",
     )
-    parser.add_argument("--trials", type=_positive, help=f"trials per mode ({DEFAULT_TRIALS})")
+    parser.add_argument("--trials", type=positive, help=f"trials per mode ({DEFAULT_TRIALS})")
     parser.add_argument("--seconds", type=float, help=f"seconds per trial ({DEFAULT_SECONDS})")
     parser.add_argument(
         "--interval", type=float, default=DEFAULT_INTERVAL_S, help="gossip interval, s (0.2)"
     )
-    parser.add_argument("--peers", type=_positive, default=DEFAULT_PEERS, help="peers (4)")
+    parser.add_argument("--peers", type=positive, default=DEFAULT_PEERS, help="peers (4)")
     parser.add_argument(
         "--no-pin",
         action="store_true",

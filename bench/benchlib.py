@@ -1,0 +1,38 @@
+"""What the bench scripts share: the commit they measured and their argument types."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured, and whether agentsync/ had uncommitted changes."""
+    status = _git("status", "--porcelain", "--", "agentsync")
+    return {"commit": _git("rev-parse", "HEAD"), "agentsync_dirty": bool(status)}
+
+
+def positive(text: str) -> int:
+    """An argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
