@@ -609,6 +609,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    measured = git_state()  # before the run: the engine imported is the one measured
     seconds = args.seconds or (QUICK_SECONDS if args.quick else 100)
     tail = 5
     if args.workloads:
@@ -658,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                 "bar": BAR,
             },
             "python": platform.python_version(),
-            "git": git_state(),
+            "git": measured,
             "elapsed_s": round(elapsed, 1),
             "cells": cells,
         }

@@ -302,3 +302,54 @@ def test_once_every_pair_has_met_faults_cost_few_snapshots(seed: int, faults: Fa
     net.run(60)
     spent = sum(e.metrics.full_state_fallbacks for e in net.engines.values()) - warm
     assert spent <= 5, f"{net.where()}: {spent} snapshots in 60 ticks without a partition"
+
+
+STALE_REWIND = (
+    "BUG: a late or duplicated message with the rewind flag still lowers peer.ack, below "
+    "the buffer's floor when the entries were released on a newer ack since; the next write "
+    "then costs that peer a full snapshot (a lower ack than one already taken from the same "
+    "record can only be stale, unless the peer's record of this node was reset)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=STALE_REWIND)
+def test_a_late_duplicate_of_a_rewind_costs_no_snapshot() -> None:
+    a = SyncEngine("a", epoch=1)
+    b = SyncEngine("b", epoch=2)
+
+    def both_ways() -> None:
+        settle(a, b, rounds=1)
+        settle(b, a, rounds=1)
+
+    for _ in range(3):
+        both_ways()
+    a.record_local(a.state.update("s", ORSet, adding("x")))
+    held = encode_message(a.on_request(wire(b.request("a")))[0])  # carries x; held back
+    a.record_local(a.state.update("s", ORSet, adding("y")))
+    refused, _ = b.on_request(wire(a.request("b")))  # its base is past what b holds
+    assert refused.rewind
+    rewind = encode_message(refused)
+    a.on_response(decode_message(rewind))
+    b.on_response(decode_message(held))  # the held response turns up
+    for _ in range(3):
+        both_ways()
+    assert a.state == b.state and a.metrics.full_state_fallbacks == 0
+    a.record_local(a.state.update("s", ORSet, adding("z")))
+    a.on_response(decode_message(rewind))  # a duplicate of the rewind, late
+    for _ in range(5):
+        both_ways()
+    assert a.state == b.state
+    assert a.metrics.full_state_fallbacks == 0, "a sent b its whole state to deliver z"
+
+
+@pytest.mark.xfail(strict=True, reason=STALE_REWIND)
+@pytest.mark.parametrize("seed", [2, 3])
+def test_duplication_and_reordering_cost_few_snapshots(seed: int) -> None:
+    """As above, on seeds where duplicated rewinds cost 7-8 snapshots (831c82d: 0-2)."""
+    net = SimNet(seed, 5, topology="random", fanout=2, faults=Faults(dup=0.3, reorder=True))
+    net.faults.max_delay = 3
+    net.run(10)
+    warm = sum(e.metrics.full_state_fallbacks for e in net.engines.values())
+    net.run(60)
+    spent = sum(e.metrics.full_state_fallbacks for e in net.engines.values()) - warm
+    assert spent <= 5, f"{net.where()}: {spent} snapshots in 60 ticks without a partition"
