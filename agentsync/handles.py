@@ -211,7 +211,6 @@ class LWWMapHandle(_Keyed):
         replica = self._owner._read(self._path)
         return default if replica is None else replica.get(key, default)
 
-
     def items(self) -> builtins.list[tuple[Hashable, Value]]:
         """The present (key, value) pairs."""
         replica = self._owner._read(self._path)
@@ -278,4 +277,3 @@ class MapHandle(_Keyed, Container):
     def remove(self, key: object) -> None:
         """Remove ``key`` and reset what was seen under it; KeyError if absent here."""
         self._write(lambda m: m.remove(key))
-

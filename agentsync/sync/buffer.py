@@ -29,6 +29,8 @@ class Entry:
     delta: ORMap
     data: bytes
     """The delta's wire form, encoded once."""
+    writer: str | None
+    """The one replica whose dots the delta holds, if it holds only one replica's."""
 
 
 class DeltaBuffer:
@@ -84,7 +86,9 @@ class DeltaBuffer:
 
     def _append(self, delta: ORMap, origin: str | None) -> None:
         self.head += 1
-        entry = Entry(self.head, origin, delta, encode(delta))
+        writers = delta._ctx._replica_ids()
+        writer = next(iter(writers)) if len(writers) == 1 else None
+        entry = Entry(self.head, origin, delta, encode(delta), writer)
         self._entries.append(entry)
         self.bytes += len(entry.data)
         while self.bytes > self.max_bytes and self._entries:

@@ -98,6 +98,8 @@ class PeerState:
     """This node's seq when it sent the peer its context or a snapshot, until acked."""
     merged: int | None = None
     """The seq of the peer's buffer up to which this node holds its state."""
+    replica: str | None = None
+    """The replica id that issues the peer's dots (it has every one of them)."""
     rewind: bool = False
     """This node refused an interval of the peer's: its next message says so."""
     sent: int | None = None
@@ -210,7 +212,9 @@ class SyncEngine:
         if peer_id is None:
             self._buffer.seal()
             head = self._buffer.head
-            bare = SyncMessage(self.node_id, self.cluster, self.epoch, head)
+            bare = SyncMessage(
+                self.node_id, self.cluster, self.epoch, head, replica=self.state.replica_id
+            )
             message = _with(bare, context=self.state.context)
             if len(encode_message(message)) > self.max_message_bytes:
                 return bare  # the reply names the peer; then it gets a snapshot
@@ -271,6 +275,8 @@ class SyncEngine:
             peer.done_transfer = incoming.transfer
             peer.incoming = None
         self._peers[sender] = peer
+        if message.replica is not None:
+            peer.replica = message.replica
         peer.sent = None  # what the peer acks now is what reached it
         self._take_ack(peer, message.ack, message.rewind)
         self._take_want(peer, message.want)
@@ -303,7 +309,10 @@ class SyncEngine:
         mine = self.state._ctx
         if theirs <= mine:
             _raise_merged(peer, message.seq)
-        elif peer.incoming is None:
+        else:
+            if peer.incoming is not None:  # a context says it sends no snapshot now
+                peer.done_transfer = peer.incoming.transfer
+                peer.incoming = None
             peer.wants_snapshot = True
         self._buffer.seal()
         if mine <= theirs:
@@ -368,9 +377,10 @@ class SyncEngine:
         """Raise the peer's ack; lower it only when the peer says it refused an interval.
 
         A late or duplicated message carries an older, lower ack, which must
-        not count. But a peer that lost track of this node (a stale message
-        of an old incarnation of this node reset its record) refuses every
-        interval cut against the higher ack; it says so with ``rewind``.
+        not count. But a peer that refused an interval (one before it was
+        lost, or its record of this node was reset by a stale message of an
+        old incarnation of this node) refuses every interval cut against the
+        higher ack; it says so with ``rewind``.
         """
         if ack is not None and ack[0] == self.epoch and ack[1] <= self._buffer.head:
             if rewind and peer.ack is not None and ack[1] < peer.ack:
@@ -415,7 +425,7 @@ class SyncEngine:
             want = (0, peer.last_transfer)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
-            is_response=is_response, rewind=peer.rewind,
+            is_response=is_response, rewind=peer.rewind, replica=self.state.replica_id,
         )  # fmt: skip
         peer.rewind = False
         try:
@@ -449,9 +459,10 @@ class SyncEngine:
         budget = self.max_message_bytes - MESSAGE_ROOM
         chosen: list[Entry] = []
         covered = ack
+        own = self._peers[peer_id].replica
         for entry in self._buffer.since(ack):
-            if self.bp and entry.origin == peer_id:
-                covered = entry.seq
+            if self.bp and (entry.origin == peer_id or (own and entry.writer == own)):
+                covered = entry.seq  # it came from the peer, or holds only the peer's writes
                 continue
             if len(chosen) == MAX_DELTAS or len(entry.data) > budget:
                 if not chosen:

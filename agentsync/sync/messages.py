@@ -1,13 +1,14 @@
 """Sync messages: what two nodes say to each other, and its validated wire form.
 
 One message type serves as both the request and the response of a push-pull
-exchange. It is a 12-item msgpack array, documented in ``docs/protocol.md``::
+exchange. It is a 13-item msgpack array, documented in ``docs/protocol.md``::
 
-    [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base]
+    [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base,
+     replica]
 
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
-the CRDT codec. Trailing items after the twelfth are ignored, so that a later
+the CRDT codec. Trailing items after the thirteenth are ignored, so that a later
 minor revision can add fields that older nodes skip.
 """
 
@@ -38,7 +39,7 @@ MAX_DELTAS = 64
 
 _RESPONSE = 1
 _REWIND = 2
-_FIELDS = 12
+_FIELDS = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,8 @@ class SyncMessage:
     """The sender refused an interval of the receiver's: ``ack`` is where to start again."""
     base: int = 0
     """The sender's seq the deltas start after: merge them only holding the sender to here."""
+    replica: str | None = None
+    """The replica id that issues the sender's dots: never send it deltas of only those."""
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -110,6 +113,7 @@ def encode_message(message: SyncMessage) -> bytes:
             [piece.transfer, piece.seq, piece.index, piece.count, piece.data] if piece else None,
             list(message.want) if message.want is not None else None,
             message.base,
+            message.replica,
         ],
         use_bin_type=True,
     )
@@ -141,7 +145,7 @@ def decode_message(data: bytes) -> SyncMessage:
         raise DecodeError(f"not valid msgpack: {exc}") from None
     if type(raw) is not tuple or len(raw) < _FIELDS:
         _fail(f"expected an array of at least {_FIELDS} items")
-    version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base = raw[
+    version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base, rid = raw[
         :_FIELDS
     ]
     if type(version) is not int or version != PROTOCOL_VERSION:
@@ -161,6 +165,7 @@ def decode_message(data: bytes) -> SyncMessage:
         is_response=bool(flags & _RESPONSE),
         rewind=bool(flags & _REWIND),
         base=_int(base, 0, "base"),
+        replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
     )
 
 

@@ -355,17 +355,6 @@ def test_duplication_and_reordering_cost_few_snapshots(seed: int) -> None:
     assert spent <= 5, f"{net.where()}: {spent} snapshots in 60 ticks without a partition"
 
 
-ABANDONED = (
-    "BUG: a sender that drops its outgoing snapshot because the receiver's context showed "
-    "it holds everything leaves the receiver's incoming transfer in place when the receiver "
-    "does not see an interval up to the snapshot's seq; while it holds that incoming, the "
-    "receiver neither asks for a new snapshot (_take_context skips wants_snapshot) nor sends "
-    "its context, the sender ignores its want of the dropped transfer, and once the "
-    "sender's buffer evicts the peer's ack it only sends its context: the two never converge"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ABANDONED)
 def test_an_abandoned_incoming_snapshot_does_not_block_repair() -> None:
     a = SyncEngine("a", max_message_bytes=BOUND, buffer_max_bytes=2000, epoch=1)
     b = SyncEngine("b", max_message_bytes=BOUND, epoch=2)
@@ -384,7 +373,6 @@ def test_an_abandoned_incoming_snapshot_does_not_block_repair() -> None:
     assert a.state == b.state, "100 loss-free exchanges and b still lacks a's writes"
 
 
-@pytest.mark.xfail(strict=True, reason=ABANDONED)
 def test_a_restart_during_snapshots_with_a_small_buffer_converges() -> None:
     """The simulation run that found it: a line of three, 30% loss, a 2000-byte buffer."""
     net = SimNet(20, 3, topology="line", faults=Faults(loss=0.3), buffer_max_bytes=2000)
