@@ -365,8 +365,8 @@ class Node(Container):
                 self._queues.discard(queue)
 
     def _changed(self, names: frozenset[str], *, local: bool) -> None:
-        if not names:
-            return
+        if not names or not (self._subscribers or self._queues):
+            return  # the common case on the write path: nobody listens
         change = Change(names, local)
         with self._lock:
             subscribers = list(self._subscribers)

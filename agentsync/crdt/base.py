@@ -95,11 +95,7 @@ class CRDT(abc.ABC):
 
     def _delta_shell(self: T, dots: Any) -> T:
         """An empty delta from this replica whose context holds exactly ``dots``."""
-        delta = self._blank(
-            self._rid, CausalContext._of_dots(set(dots)), self._clock(), self._depth()
-        )
-        delta._delta = True
-        return delta
+        return self._part(CausalContext._of_dots(set(dots)))
 
     def _clock(self) -> HybridLogicalClock | None:
         return None
@@ -273,7 +269,7 @@ class CRDT(abc.ABC):
         """
 
     def _part(self: T, part_ctx: CausalContext) -> T:
-        """An empty delta of this type on ``part_ctx``, to fill with a part."""
+        """An empty delta of this type on ``part_ctx`` (a shell, a marker or a cut part)."""
         part = self._blank(self._rid, part_ctx, self._clock(), self._depth())
         part._delta = True
         return part
@@ -368,9 +364,7 @@ class FlatStore(CRDT):
             yield (entry[0], entry[1])
 
     def _marker(self: T, ctx: CausalContext) -> T:
-        marker = self._blank(self._rid, ctx, self._clock(), 0)
-        marker._delta = True
-        return marker
+        return self._part(ctx)
 
     def _drop_markers(self) -> None:
         self._delta = False  # a flat store has no keys, hence no markers
@@ -474,8 +468,7 @@ class KeyedStore(CRDT):
                 yield (entry[0], entry[1])
 
     def _marker(self: Store, ctx: CausalContext) -> Store:
-        marker = self._blank(self._rid, ctx, self._clock(), 0)
-        marker._delta = True
+        marker = self._part(ctx)
         marker._entries = dict.fromkeys(self._entries, ())
         return marker
 

@@ -149,8 +149,7 @@ class ORMap(Clocked):
             # nested store on every update); anti-entropy carries it on.
             what = "the replica itself" if nested_delta is nested else type(nested_delta).__name__
             raise TypeError(f"fn must return the nested {kind.__name__} delta, not {what}")
-        delta = self._delta_shell(())
-        delta._ctx = nested_delta._ctx
+        delta = self._part(nested_delta._ctx)  # the nested delta's context is the map's
         delta._fields[frozen] = {tag: nested_delta}
         return delta
 
@@ -243,8 +242,7 @@ class ORMap(Clocked):
                 yield from nested._dots()
 
     def _marker(self, ctx: CausalContext) -> ORMap:
-        marker = self._blank(self._rid, ctx, self._hlc, self._level)
-        marker._delta = True
+        marker = self._part(ctx)
         marker._fields = {
             key: {tag: nested._marker(ctx) for tag, nested in fields.items()}
             for key, fields in self._fields.items()

@@ -215,10 +215,8 @@ class SyncEngine:
             bare = SyncMessage(
                 self.node_id, self.cluster, self.epoch, head, replica=self.state.replica_id
             )
-            message = _with(bare, context=self.state.context)
-            if len(encode_message(message)) > self.max_message_bytes:
-                return bare  # the reply names the peer; then it gets a snapshot
-            return message
+            # Too many replicas to list: the reply names the peer; then it gets a snapshot.
+            return self._with_context(bare) or bare
         check_replica_id(peer_id)
         peer = self._peers.setdefault(peer_id, PeerState())
         return self._compose(peer_id, peer, is_response=False)
@@ -272,8 +270,7 @@ class SyncEngine:
         if incoming is not None and (peer.merged or 0) >= incoming.seq:
             # This node holds what the snapshot would bring (from another
             # peer, say), and the sender drops its side on seeing the ack.
-            peer.done_transfer = incoming.transfer
-            peer.incoming = None
+            _end_incoming(peer)
         self._peers[sender] = peer
         if message.replica is not None:
             peer.replica = message.replica
@@ -310,9 +307,7 @@ class SyncEngine:
         if theirs <= mine:
             _raise_merged(peer, message.seq)
         else:
-            if peer.incoming is not None:  # a context says it sends no snapshot now
-                peer.done_transfer = peer.incoming.transfer
-                peer.incoming = None
+            _end_incoming(peer)  # a context says it sends no snapshot now
             peer.wants_snapshot = True
         self._buffer.seal()
         if mine <= theirs:
@@ -336,14 +331,12 @@ class SyncEngine:
             return frozenset()  # a duplicate or out of order: the want asks again
         incoming.size += len(piece.data)
         if incoming.size > MAX_ENCODED_BYTES:
-            peer.incoming = None
-            peer.done_transfer = piece.transfer
+            _end_incoming(peer)
             raise ProtocolError(f"a snapshot larger than {MAX_ENCODED_BYTES} bytes")
         incoming.parts.append(piece.data)
         if len(incoming.parts) < incoming.count:
             return frozenset()
-        peer.incoming = None
-        peer.done_transfer = piece.transfer
+        _end_incoming(peer)
         try:
             full = decode(b"".join(incoming.parts), ORMap)
             if full.is_delta:
@@ -446,13 +439,20 @@ class SyncEngine:
                     return _with(message, base=start, **interval)
                 peer.needs_snapshot = True  # one buffered delta is larger than a message
             else:
-                with_context = _with(message, context=self.state.context)
-                if len(encode_message(with_context)) <= self.max_message_bytes:
+                with_context = self._with_context(message)
+                if with_context is not None:
                     if peer.pending is None:
                         peer.pending = buffer.head
                     return with_context
                 peer.needs_snapshot = True  # too many replicas to list: send it all
         return _with(message, **self._piece(peer))
+
+    def _with_context(self, message: SyncMessage) -> SyncMessage | None:
+        """``message`` with this node's context, or None if that outgrows the message bound."""
+        with_context = _with(message, context=self.state.context)
+        if len(encode_message(with_context)) > self.max_message_bytes:
+            return None
+        return with_context
 
     def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
         """The buffered deltas after ``ack`` that fit one message, or None if one cannot."""
@@ -523,6 +523,13 @@ class SyncEngine:
             buffer.clear()
         else:
             buffer.release(floor)
+
+
+def _end_incoming(peer: PeerState) -> None:
+    """End the incoming transfer (merged, given up or not needed): its pieces are stale now."""
+    if peer.incoming is not None:
+        peer.done_transfer = peer.incoming.transfer
+        peer.incoming = None
 
 
 def _raise_merged(peer: PeerState, seq: int) -> None:
