@@ -1,9 +1,11 @@
-"""What the bench scripts share: the commit they measured and their argument types."""
+"""What the bench scripts share: report headers, the commit measured, argument types."""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
+import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,12 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def report_header(argv: list[str] | None) -> dict[str, Any]:
+    """The fields every JSON report starts with: schema, when, and the arguments."""
+    return {
+        "schema": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv[1:] if argv is None else argv,
+    }

@@ -46,12 +46,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, positive
+from benchlib import git_info, positive, report_header
 
 from agentsync.node import Node
 
@@ -485,9 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"\ntotal {wall:.1f} s" + (f"; {failed} trial(s) did not converge" if failed else ""))
     if args.json:
         report = {
-            "schema": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv[1:] if argv is None else argv,
+            **report_header(argv),
             "config": {
                 "sizes": list(sizes),
                 "trials": trials,

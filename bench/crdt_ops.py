@@ -48,13 +48,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from importlib import metadata, util
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, positive
+from benchlib import git_info, positive, report_header
 
 OURS = "agentsync"
 PEERS = ("pycrdt", "loro")
@@ -1119,9 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         report = {
-            "schema": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv[1:] if argv is None else argv,
+            **report_header(argv),
             "config": {
                 **asdict(cfg),
                 "rounds": rounds,

@@ -46,13 +46,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import git_info, positive
+from benchlib import git_info, positive, report_header
 
 from agentsync.node import Node
 
@@ -385,9 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"\ntotal {wall:.1f} s")
     if args.json:
         report = {
-            "schema": 1,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv[1:] if argv is None else argv,
+            **report_header(argv),
             "config": {
                 "trials": trials,
                 "seconds": seconds,
