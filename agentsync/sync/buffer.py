@@ -1,8 +1,11 @@
 """The delta buffer: every state change under a sequence number, bounded in bytes.
 
-Local writes accumulate as a *pending* list and are joined into one entry
-(*sealed*) when an exchange reads the buffer, so a burst of writes between
-two gossip rounds costs one entry, encoded once and shared by every peer.
+Local writes are joined, as they come, into one *pending* delta group, which
+becomes an entry (is *sealed*) when an exchange reads the buffer: a burst of
+writes between two gossip rounds costs one entry, encoded once and shared by
+every peer. Joining at once, rather than keeping the deltas until the seal,
+keeps no per-write objects alive (which would slow every write through the
+garbage collector).
 Each entry remembers the peer it came from (``origin``) so that it is never
 sent back there (BP).
 """
@@ -16,7 +19,7 @@ from agentsync.crdt.codec import encode
 from agentsync.crdt.ormap import ORMap
 
 SEAL_EVERY = 4096
-"""Pending local deltas are sealed into one entry at least this often."""
+"""The pending delta group is sealed into an entry after at most this many writes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +44,9 @@ class DeltaBuffer:
     ``a >= floor``.
     """
 
-    __slots__ = ("_entries", "_pending", "bytes", "evicted", "floor", "head", "max_bytes")
+    __slots__ = (
+        "_entries", "_pending", "_pending_writes", "bytes", "evicted", "floor", "head", "max_bytes",
+    )  # fmt: skip
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -51,15 +56,20 @@ class DeltaBuffer:
         self.evicted = 0
         """How many entries the byte bound pushed out before every peer had them."""
         self._entries: deque[Entry] = deque()
-        self._pending: list[ORMap] = []
+        self._pending: ORMap | None = None
+        self._pending_writes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add_local(self, delta: ORMap) -> None:
-        """Buffer a local delta (joined with its neighbours when sealed); it is the buffer's now."""
-        self._pending.append(delta)
-        if len(self._pending) >= SEAL_EVERY:
+        """Join a local delta into the pending group; the buffer owns it now."""
+        if self._pending is None:
+            self._pending = delta
+        else:
+            self._pending._absorb(delta)
+        self._pending_writes += 1
+        if self._pending_writes >= SEAL_EVERY:
             self.seal()
 
     def skip(self) -> None:
@@ -74,15 +84,13 @@ class DeltaBuffer:
         self._append(delta, origin)
 
     def seal(self) -> None:
-        """Join the pending local deltas into one entry."""
+        """Make the pending delta group an entry."""
         pending = self._pending
-        if not pending:
+        if pending is None:
             return
-        joined = pending[0]  # the buffer owns the local deltas it is given
-        for delta in pending[1:]:
-            joined._absorb(delta)
-        pending.clear()
-        self._append(joined, None)
+        self._pending = None
+        self._pending_writes = 0
+        self._append(pending, None)
 
     def _append(self, delta: ORMap, origin: str | None) -> None:
         self.head += 1
@@ -116,8 +124,9 @@ class DeltaBuffer:
 
     def clear(self) -> None:
         """Drop everything: no peer needs any of it."""
-        if self._pending:
-            self._pending.clear()
+        if self._pending is not None:
+            self._pending = None
+            self._pending_writes = 0
             self.head += 1  # the dropped writes had a seq in all but name
         while self._entries:
             self._drop_oldest()
