@@ -268,6 +268,23 @@ class CRDT(abc.ABC):
         names. The part is built on ``cut.part_ctx``; None if it names nothing.
         """
 
+    @classmethod
+    @abc.abstractmethod
+    def _no_names(cls) -> Any:
+        """An empty record of the keys deltas of this type name (see ``LocalGroup``)."""
+
+    @abc.abstractmethod
+    def _name_into(self, names: Any) -> Any:
+        """Add the keys this delta names to ``names`` (from ``_no_names``); return it."""
+
+    @abc.abstractmethod
+    def _extract(self: T, names: Any, ctx: CausalContext) -> T:
+        """A delta on ``ctx`` of this replica's entries whose dots ``ctx`` holds.
+
+        It names every key in ``names`` (empty where nothing is left), so that
+        merging it drops what the recorded deltas overwrote or removed there.
+        """
+
     def _part(self: T, part_ctx: CausalContext) -> T:
         """An empty delta of this type on ``part_ctx`` (a shell, a marker or a cut part)."""
         part = self._blank(self._rid, part_ctx, self._clock(), self._depth())
@@ -376,6 +393,19 @@ class FlatStore(CRDT):
             return None
         part = self._part(cut.part_ctx)
         part._entries = kept  # type: ignore[attr-defined]
+        return part
+
+    @classmethod
+    def _no_names(cls) -> None:
+        return None  # a flat store has no keys
+
+    def _name_into(self, names: None) -> None:
+        return None
+
+    def _extract(self: T, names: None, ctx: CausalContext) -> T:
+        part = self._part(ctx)
+        has = ctx.has
+        part._entries = tuple(e for e in self._entries if has(e[0], e[1]))  # type: ignore[attr-defined]
         return part
 
     def _replace(
@@ -494,6 +524,23 @@ class KeyedStore(CRDT):
         part = self._part(cut.part_ctx)
         part._entries = entries
         part._after_load()
+        return part
+
+    @classmethod
+    def _no_names(cls) -> set[Hashable]:
+        return set()
+
+    def _name_into(self, names: set[Hashable]) -> set[Hashable]:
+        names.update(self._entries)
+        return names
+
+    def _extract(self: Store, names: set[Hashable], ctx: CausalContext) -> Store:
+        part = self._part(ctx)
+        mine = self._entries
+        has = ctx.has
+        for key in names:
+            kept = tuple(e for e in mine.get(key, ()) if has(e[0], e[1]))
+            part._put(key, (), kept, True)
         return part
 
     def _after_load(self) -> None:

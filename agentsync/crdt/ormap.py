@@ -203,6 +203,42 @@ class ORMap(Clocked):
             else:
                 mine.pop(key, None)
 
+    @classmethod
+    def _no_names(cls) -> dict[Hashable, dict[str, tuple[type[CRDT], Any]]]:
+        return {}  # key -> tag -> (nested type, what the nested deltas named)
+
+    def _name_into(
+        self, names: dict[Hashable, dict[str, tuple[type[CRDT], Any]]]
+    ) -> dict[Hashable, dict[str, tuple[type[CRDT], Any]]]:
+        for key, fields in self._fields.items():
+            by_tag = names.get(key)
+            if by_tag is None:
+                by_tag = names[key] = {}
+            for tag, nested in fields.items():
+                held = by_tag.get(tag)
+                if held is None:
+                    kind = type(nested)
+                    by_tag[tag] = (kind, nested._name_into(kind._no_names()))
+                else:
+                    nested._name_into(held[1])
+        return names
+
+    def _extract(
+        self, names: dict[Hashable, dict[str, tuple[type[CRDT], Any]]], ctx: CausalContext
+    ) -> ORMap:
+        part = self._part(ctx)
+        level = self._level + 1
+        for key, by_tag in names.items():
+            fields = self._fields.get(key) or {}
+            extracted: Fields = {}
+            for tag, (kind, nested_names) in by_tag.items():
+                nested = fields.get(tag)
+                if nested is None:  # removed since: the part names it empty
+                    nested = kind._blank(self._rid, self._ctx, self._hlc, level)
+                extracted[tag] = nested._extract(nested_names, ctx)
+            part._fields[key] = extracted
+        return part
+
     def _is_empty(self) -> bool:
         if self._delta:
             return all(n._is_empty() for fields in self._fields.values() for n in fields.values())

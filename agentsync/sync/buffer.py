@@ -1,11 +1,11 @@
 """The delta buffer: every state change under a sequence number, bounded in bytes.
 
-Local writes are joined, as they come, into one *pending* delta group, which
-becomes an entry (is *sealed*) when an exchange reads the buffer: a burst of
-writes between two gossip rounds costs one entry, encoded once and shared by
-every peer. Joining at once, rather than keeping the deltas until the seal,
-keeps no per-write objects alive (which would slow every write through the
-garbage collector).
+Local writes accumulate in a *pending* ``LocalGroup``, which becomes an entry
+(is *sealed*) when an exchange reads the buffer: a burst of writes between
+two gossip rounds costs one entry, encoded once and shared by every peer. The
+group records only what each write's delta names and its dots, and reads the
+joined delta off the replica at the seal, so a write costs little more with
+peers to feed than without (no per-write join, no per-write objects kept).
 Each entry remembers the peer it came from (``origin``) so that it is never
 sent back there (BP).
 """
@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from agentsync.crdt.codec import encode
+from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.ormap import ORMap
 
 SEAL_EVERY = 4096
@@ -45,31 +46,28 @@ class DeltaBuffer:
     """
 
     __slots__ = (
-        "_entries", "_pending", "_pending_writes", "bytes", "evicted", "floor", "head", "max_bytes",
+        "_entries", "_pending", "_replica", "bytes", "evicted", "floor", "head", "max_bytes",
     )  # fmt: skip
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, replica: ORMap) -> None:
         self.max_bytes = max_bytes
+        self._replica = replica
         self.head = 0
         self.floor = 0
         self.bytes = 0
         self.evicted = 0
         """How many entries the byte bound pushed out before every peer had them."""
         self._entries: deque[Entry] = deque()
-        self._pending: ORMap | None = None
-        self._pending_writes = 0
+        self._pending = LocalGroup(replica)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add_local(self, delta: ORMap) -> None:
-        """Join a local delta into the pending group; the buffer owns it now."""
-        if self._pending is None:
-            self._pending = delta
-        else:
-            self._pending._absorb(delta)
-        self._pending_writes += 1
-        if self._pending_writes >= SEAL_EVERY:
+        """Note the delta of a write already applied to the replica (before it is sent)."""
+        pending = self._pending
+        pending.add(delta)
+        if pending.writes >= SEAL_EVERY:
             self.seal()
 
     def skip(self) -> None:
@@ -86,11 +84,10 @@ class DeltaBuffer:
     def seal(self) -> None:
         """Make the pending delta group an entry."""
         pending = self._pending
-        if pending is None:
+        if not pending.writes:
             return
-        self._pending = None
-        self._pending_writes = 0
-        self._append(pending, None)
+        self._pending = LocalGroup(self._replica)
+        self._append(pending.build(), None)
 
     def _append(self, delta: ORMap, origin: str | None) -> None:
         self.head += 1
@@ -124,9 +121,8 @@ class DeltaBuffer:
 
     def clear(self) -> None:
         """Drop everything: no peer needs any of it."""
-        if self._pending is not None:
-            self._pending = None
-            self._pending_writes = 0
+        if self._pending.writes:
+            self._pending = LocalGroup(self._replica)
             self.head += 1  # the dropped writes had a seq in all but name
         while self._entries:
             self._drop_oldest()

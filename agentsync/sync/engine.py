@@ -156,7 +156,7 @@ class SyncEngine:
         self.bp = bp
         self.rr = rr
         self.metrics = SyncMetrics()
-        self._buffer = DeltaBuffer(buffer_max_bytes)
+        self._buffer = DeltaBuffer(buffer_max_bytes, self.state)
         self._peers: dict[str, PeerState] = {}
         self._last_transfer = 0
         self._snapshot: tuple[int, bytes] | None = None

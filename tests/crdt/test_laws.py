@@ -9,7 +9,8 @@ replicas with skewed deterministic clocks:
   ``x ⊔ δ ⊔ pre == x ⊔ post`` for any other state x;
 * once every delta reached every replica, in any order and with duplicates,
   the replicas are equal, and equal to the join of all their states;
-* a delta group (deltas joined first) merges like its deltas one by one;
+* a delta group (deltas joined first) merges like its deltas one by one, and
+  a ``LocalGroup`` of one replica's unsent deltas builds that same group;
 * a delta reads like the state it makes from empty, and states and deltas
   keep their state through encode/decode.
 
@@ -26,6 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentsync.crdt import CRDT, decode, encode
+from agentsync.crdt.group import LocalGroup
 from tests.crdt.strategies import (
     NAMED_SPECS,
     Draw,
@@ -160,6 +162,48 @@ def test_delta_groups_merge_like_their_deltas(name: str, data: st.DataObject) ->
         assert join(target, group) == one_by_one
         assert join(target, regroup) == one_by_one
         assert join(target, group).value == one_by_one.value
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+@settings(max_examples=examples(EXAMPLES))
+@given(data=st.data())
+def test_a_local_group_builds_the_join_of_its_deltas(name: str, data: st.DataObject) -> None:
+    """What the sync layer buffers: one replica's writes since its last exchange.
+
+    The writes are interleaved with merges of other replicas' states and
+    deltas into it, but none of them has reached another replica yet.
+    """
+    world = world_of(data.draw, name)
+    rid = data.draw(st.sampled_from(world.rids))
+    start = len(world.sent)
+    for _ in range(data.draw(st.integers(1, 12))):
+        action = data.draw(st.sampled_from(("write", "write", "write", "other", "merge", "tick")))
+        other = data.draw(st.sampled_from([r for r in world.rids if r != rid]))
+        if action == "write":
+            world.mutate(data.draw, rid)
+        elif action == "other" and world.mutate(data.draw, other) is not None:
+            world.deliver(len(world.sent) - 1, rid)
+        elif action == "merge":
+            world.merge(other, rid)
+        elif action == "tick":
+            world.time.advance(data.draw(st.integers(0, 10**9)))
+    deltas = [sent.delta for sent in world.sent[start:] if sent.origin == rid]
+    if not deltas:
+        return
+    replica = world.replicas[rid]
+    before = replica.copy()
+    group = LocalGroup(replica)
+    for delta in deltas:
+        group.add(delta)
+    built = group.build()
+    assert group.writes == len(deltas)
+    assert replica == before, "building the group changed the replica"
+    joined = join(*deltas)
+    assert built.is_delta
+    assert built == joined
+    assert decode(encode(built)) == built
+    for target in lattice_elements(world, deltas=False):
+        assert join(target, built) == join(target, joined)
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
