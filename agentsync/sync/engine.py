@@ -12,6 +12,14 @@ Algorithm 2) with both optimizations of Enes et al. (ICDE 2019):
 - **BP**: a buffered delta is never sent back to the peer it came from.
 - **RR**: of a received delta, only the part that was new here is buffered
   and forwarded (``CRDT.unseen_part``).
+- An interval of several small entries travels as **one joined delta** (a
+  fresh join: the buffered entries are never changed), not as one framed
+  delta per entry; a single entry, or large ones, go as encoded once.
+- **The response cut.** A response leaves out what the request it answers
+  carried: the requester holds those deltas, so of the interval it gets only
+  ``held.unseen_part(delta)``, where ``held`` is their join. On a mesh one
+  delta often reaches both sides of an exchange at once, and would
+  otherwise cross the edge both ways.
 - **Repair.** A peer with no valid ack (new, restarted, or fallen behind the
   buffer's byte bound) is sent this node's causal context instead. If the
   peer has seen all of it, it acks at once; otherwise it asks for a full
@@ -49,6 +57,14 @@ DEFAULT_BUFFER_BYTES = 8 << 20
 """The delta buffer's byte bound (8 MiB)."""
 MESSAGE_ROOM = 4096
 """Bytes of a message kept for everything but its deltas or piece."""
+JOIN_MAX_AVERAGE_BYTES = 1024
+"""An interval is sent as one joined delta when its entries average at most this size.
+
+Each framed delta repeats a header, a replica table and a context, which is
+most of a small one; joining also drops what later entries overwrote. But a
+join decodes nothing and re-encodes everything, once per peer: for large
+entries (a busy writer's rounds) that costs more CPU than the frames it saves.
+"""
 
 Changed = frozenset[str]
 """The top-level names a merge changed."""
@@ -161,6 +177,8 @@ class SyncEngine:
         self._last_transfer = 0
         self._snapshot: tuple[int, bytes] | None = None
         self._tracked = False
+        self._held: ORMap | None = None
+        """While a request is answered: the join of the deltas it carried."""
         if self.state.context:  # seq 0 is the empty state: acks of it must not count
             self._buffer.skip()
 
@@ -229,8 +247,11 @@ class SyncEngine:
         """
         if message.is_response:
             raise ProtocolError("expected a request, got a response")
-        changed = self._receive(message)
-        reply = self._compose(message.sender, self._peers[message.sender], is_response=True)
+        try:
+            changed = self._receive(message)
+            reply = self._compose(message.sender, self._peers[message.sender], is_response=True)
+        finally:
+            self._held = None  # the response cut is for this response only
         return reply, changed
 
     def on_response(self, message: SyncMessage) -> Changed:
@@ -282,6 +303,10 @@ class SyncEngine:
         return changed
 
     def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> Changed:
+        if message.is_response and (message.ack is None or message.ack[0] != self.epoch):
+            # The answer to a request of an earlier incarnation of this node
+            # (it restarted since): it was cut by what that one held.
+            return frozenset()
         if message.base > (peer.merged or 0):
             # The interval starts after state of the sender this node does not
             # hold (an interval before it was lost, or this node restarted).
@@ -297,6 +322,8 @@ class SyncEngine:
                 for delta in message.deltas[1:]:
                     incoming.merge(delta)
             changed = self._apply(incoming, sender)
+            if not message.is_response:
+                self._held = incoming  # the requester holds it: cut the response by it
         _raise_merged(peer, message.seq)
         return changed
 
@@ -457,6 +484,7 @@ class SyncEngine:
     def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
         """The buffered deltas after ``ack`` that fit one message, or None if one cannot."""
         budget = self.max_message_bytes - MESSAGE_ROOM
+        room = budget
         chosen: list[Entry] = []
         covered = ack
         own = self._peers[peer_id].replica
@@ -464,18 +492,48 @@ class SyncEngine:
             if self.bp and (entry.origin == peer_id or (own and entry.writer == own)):
                 covered = entry.seq  # it came from the peer, or holds only the peer's writes
                 continue
-            if len(chosen) == MAX_DELTAS or len(entry.data) > budget:
+            if len(chosen) == MAX_DELTAS or len(entry.data) > room:
                 if not chosen:
                     return None
                 break
-            budget -= len(entry.data)
+            room -= len(entry.data)
             chosen.append(entry)
             covered = entry.seq
-        return {
-            "seq": covered,
-            "deltas": tuple(entry.delta for entry in chosen),
-            "encoded_deltas": tuple(entry.data for entry in chosen),
-        }
+        deltas, encoded = self._wire_form(chosen, budget - room, budget)
+        return {"seq": covered, "deltas": deltas, "encoded_deltas": encoded}
+
+    def _wire_form(
+        self, chosen: list[Entry], size: int, budget: int
+    ) -> tuple[tuple[ORMap, ...], tuple[bytes, ...]]:
+        """The chosen entries (``size`` bytes encoded) as sent: joined if small, cut if answering.
+
+        Never more than ``budget`` bytes: a join or a cut can encode larger
+        than its parts (a scattered context), and then the entries go as they
+        are buffered.
+        """
+        sent: list[tuple[ORMap, bytes | None]] = [(e.delta, e.data) for e in chosen]
+        if (
+            len(chosen) > 1
+            and size <= JOIN_MAX_AVERAGE_BYTES * len(chosen)
+            and all(e.delta.is_delta for e in chosen)  # _absorb joins deltas (a full state: rare)
+        ):
+            sent = [(_joined(chosen), None)]
+        held = self._held
+        if held is not None:
+            ids = held._ctx._replica_ids()
+            cut: list[tuple[ORMap, bytes | None]] = []
+            for delta, data in sent:
+                if ids.isdisjoint(delta._ctx._replica_ids()):
+                    cut.append((delta, data))  # it shares no dot with what the requester sent
+                    continue
+                part = held.unseen_part(delta)
+                if part is not None:
+                    cut.append((part, None))
+            sent = cut
+        encoded = tuple(encode(d) if data is None else data for d, data in sent)
+        if sum(len(data) for data in encoded) > budget:
+            return tuple(e.delta for e in chosen), tuple(e.data for e in chosen)
+        return tuple(d for d, _ in sent), encoded
 
     def _piece(self, peer: PeerState) -> dict[str, object]:
         outgoing = peer.outgoing
@@ -523,6 +581,18 @@ class SyncEngine:
             buffer.clear()
         else:
             buffer.release(floor)
+
+
+def _joined(entries: list[Entry]) -> ORMap:
+    """A fresh join of buffered deltas; the entries stay as they are.
+
+    ``merge`` without its checks (``_absorb``): every entry was merged here
+    already, so its timestamps were checked then.
+    """
+    group = entries[0].delta.copy()
+    for entry in entries[1:]:
+        group._absorb(entry.delta)
+    return group
 
 
 def _end_incoming(peer: PeerState) -> None:

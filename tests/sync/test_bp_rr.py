@@ -4,7 +4,11 @@ The run is ``bench/icde19.py``'s simulation cut to 10 s of updates (the
 paper's is 100 s): 15 nodes on tree15 and mesh15, 1 update and 1 sync per
 neighbour per second per node. The paper's factors grow with the run's
 length (classic delta is 81x / 57x BP+RR at 100 s), so the bounds below are
-the shape, calibrated to what 10 s gives (13x / 15x), not the paper's figures.
+the shape, calibrated to what 10 s gives, not the paper's figures: classic
+delta 7.2x / 4.4x BP+RR's total and 3.9x / 2.8x its bytes. (They were 13x /
+15x and 6.1x / 6.8x while the engine sent an interval as one framed delta per
+buffered entry: without RR an element then travelled once per entry holding
+it, where the paper's interval is one join, and so is the engine's now.)
 """
 
 from __future__ import annotations
@@ -52,12 +56,16 @@ OPTIMAL_PAYLOAD = 15 * SECONDS * 14
 """Every update reaching the 14 other nodes once."""
 
 
-@pytest.mark.parametrize(("topology", "factor"), [("tree15", 10), ("mesh15", 5)])
-def test_classic_delta_sends_many_times_what_bp_rr_sends(topology: str, factor: int) -> None:
+@pytest.mark.parametrize(
+    ("topology", "factor", "bytes_factor"), [("tree15", 6, 3), ("mesh15", 4, 2.5)]
+)
+def test_classic_delta_sends_many_times_what_bp_rr_sends(
+    topology: str, factor: int, bytes_factor: float
+) -> None:
     t = gset(topology)
     ratio = t["classic"].total / t["bprr"].total
     assert ratio >= factor, f"seed={SEED}: classic/bprr = {ratio:.2f} on {topology}"
-    assert t["classic"].bytes >= 5 * t["bprr"].bytes, f"seed={SEED}: {t}"
+    assert t["classic"].bytes >= bytes_factor * t["bprr"].bytes, f"seed={SEED}: {t}"
 
 
 @pytest.mark.parametrize("topology", ["tree15", "mesh15"])
@@ -108,3 +116,16 @@ def test_an_interval_delivered_in_a_response_is_not_sent_again() -> None:
     assert [d.value for d in response.deltas] == [{"s": frozenset({"x"})}]
     b.on_response(decode_message(encode_message(response)))  # delivered: b holds x
     assert a.request("b").deltas == (), "a sends x to b a second time"
+
+
+def test_the_push_pull_exchange_sends_less_than_bp_rr_on_the_mesh() -> None:
+    """One delta often reaches both ends of a mesh edge; a response cut by its request omits it.
+
+    BP+RR sends such a delta across the edge both ways. (At 10 s: ours is
+    0.65x BP+RR's payload, 0.72x its total and 0.91x its bytes.)
+    """
+    t = gset("mesh15")
+    ours, bprr = t["ours"], t["bprr"]
+    assert ours.payload <= 0.8 * bprr.payload, f"seed={SEED}: {ours} against {bprr}"
+    assert ours.total <= 0.85 * bprr.total, f"seed={SEED}: {ours} against {bprr}"
+    assert ours.bytes < bprr.bytes, f"seed={SEED}: {ours} against {bprr}"
