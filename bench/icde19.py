@@ -27,12 +27,17 @@ Algorithms, all on the same schedule (same phases, same updates):
 * ``ours``: the engine's real push-pull exchange, ``bp=True, rr=True``: at
   each sync node i sends a request (its interval for j plus its ack of j) and
   j answers with its own interval for i plus its ack; both messages are sent
-  every time, even when there is nothing new.
-* ``ours_cut`` and ``ours_digest``: prototypes of two engine options the
-  engine does not have (a subclass that overrides a private method, for
-  measurement only; see ``CuttingEngine``): ``ours`` with each response cut
-  by what the request itself carried (free), or by the requester's causal
-  context sent along with every request (a digest, charged).
+  every time, even when there is nothing new. The engine cuts each response
+  by what its request carried (the requester holds it), which costs nothing
+  on the wire.
+* ``ours_digest``: a prototype of an option the engine does not have (a
+  subclass that overrides a private method, for measurement only; see
+  ``DigestEngine``): every request also carries the requester's causal
+  context (a digest, charged to the request), and the response is cut by
+  all the requester holds, not only by what the request carried.
+
+Every engine-based algorithm sends an interval of several small buffered
+deltas as one joined delta, as the paper's delta interval is one join.
 
 The engine has no push-only mode, so ``classic`` and ``bprr`` are modelled
 with its pieces: i's request is composed by the engine as usual, j takes it
@@ -86,6 +91,7 @@ from agentsync.crdt import GCounter, GSet, LWWMap, ORMap
 from agentsync.crdt.base import FlatStore, KeyedStore
 from agentsync.crdt.dots import CausalContext
 from agentsync.sync import SyncEngine, SyncMessage, decode_message, encode_message
+from agentsync.sync.engine import PeerState
 
 TREE15: dict[int, list[int]] = {
     0: [1, 8, 13], 1: [0, 6], 2: [5], 3: [10], 4: [5], 5: [4, 6, 2], 6: [1, 10, 5],
@@ -111,8 +117,8 @@ WORKLOADS: dict[str, int | None] = {
 }
 """Workload -> keys rewritten per GMap update (None: not a GMap)."""
 
-ALGORITHMS = ("state", "classic", "bprr", "ours", "ours_cut", "ours_digest")
-"""The last two are prototypes of engine options, not the engine (see CuttingEngine)."""
+ALGORITHMS = ("state", "classic", "bprr", "ours", "ours_digest")
+"""The last is a prototype of an engine option, not the engine (see DigestEngine)."""
 BASELINE = "bprr"
 BAR = 1.05
 """ours must stay within this multiple of BP+RR in every cell."""
@@ -278,38 +284,24 @@ class StateBased(Algorithm):
             self.version[j] += 1
 
 
-class CuttingEngine(SyncEngine):
-    """Prototypes of two engine options: a response cut by what the requester holds.
+class DigestEngine(SyncEngine):
+    """A prototype: the response cut by all the requester holds, which a digest describes.
 
-    On a mesh one delta reaches a node from several neighbours at once (BP+RR
-    sends about 3.3x the optimum there): in an exchange, both sides often
-    hold the same new delta and send it to each other. While this engine
-    answers a request, ``cut_by`` is a replica that the requester is known
-    to hold, and the response carries, of each buffered delta, only the part
-    not in it (``unseen_part``); the interval's seq and ack are unchanged.
-
-    * ``ours_cut``: ``cut_by`` is the join of the request's own deltas. The
-      requester holds them, since it just sent them, so this costs nothing
-      on the wire.
-    * ``ours_digest``: the request also carries the requester's causal
-      context (a digest, charged to the request), and ``cut_by`` is the
-      requester's replica, which is what that context describes: every entry
-      under a dot the context has seen is in that replica or was overwritten.
+    On a mesh one delta reaches a node from several neighbours at once. The
+    engine cuts a response by what its request carried; this prototype cuts
+    it by the requester's whole replica (``cut_by``, set around
+    ``on_request``), as if every request carried the requester's causal
+    context: every entry under a dot that context has seen is in that replica
+    or was overwritten there. The bench charges the digest to the request.
     """
 
     cut_by: ORMap | None = None
 
-    def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
-        interval = super()._interval(peer_id, ack)
-        held = self.cut_by
-        if interval is None or held is None:
-            return interval
-        parts = []
-        for delta in interval["deltas"]:  # type: ignore[attr-defined]
-            part = held.unseen_part(delta)
-            if part is not None:
-                parts.append(part)
-        return {**interval, "deltas": tuple(parts), "encoded_deltas": None}
+    def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> frozenset[str]:
+        changed = super()._take_deltas(sender, peer, message)
+        if self.cut_by is not None and not message.is_response:
+            self._held = self.cut_by  # it holds all of that, the request's deltas included
+        return changed
 
 
 class EngineBased(Algorithm):
@@ -395,31 +387,24 @@ class PushPull(EngineBased):
         a.on_response(received)
 
 
-class CutPushPull(EngineBased):
-    """The push-pull exchange with the response cut (see CuttingEngine)."""
+class DigestPushPull(EngineBased):
+    """The push-pull exchange with a digest in every request (see DigestEngine)."""
 
-    def __init__(self, *args: Any, digest: bool, **kwargs: Any) -> None:
-        super().__init__(*args, engine=CuttingEngine, **kwargs)
-        self.digest = digest
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, engine=DigestEngine, **kwargs)
 
     def sync(self, i: int, j: int) -> None:
         a, b = self.engines[i], self.engines[j]
-        assert isinstance(b, CuttingEngine)
+        assert isinstance(b, DigestEngine)
         request = a.request(b.node_id)
         if request.context is not None:
             raise AssertionError(f"{a.node_id} needed repair with {b.node_id}")
         received, data = wire(request)
         count(self.tally, received, data)
-        if self.digest:
-            digest = a.state.context
-            self.tally.bytes += len(encode_message(replace(request, context=digest))) - len(data)
-            self.tally.metadata += context_cost(digest)
-            b.cut_by = a.state
-        else:
-            held = ORMap("held")
-            for delta in received.deltas:
-                held.merge(delta)
-            b.cut_by = held
+        digest = a.state.context
+        self.tally.bytes += len(encode_message(replace(request, context=digest))) - len(data)
+        self.tally.metadata += context_cost(digest)
+        b.cut_by = a.state
         try:
             response, _ = b.on_request(received)
         finally:
@@ -438,10 +423,8 @@ def make(algorithm: str, n: int, time_: SimTime, tally: Tally) -> Algorithm:
         return PushOnly(n, time_, tally, bp=True, rr=True)
     if algorithm == "ours":
         return PushPull(n, time_, tally, bp=True, rr=True)
-    if algorithm == "ours_cut":
-        return CutPushPull(n, time_, tally, bp=True, rr=True, digest=False)
     if algorithm == "ours_digest":
-        return CutPushPull(n, time_, tally, bp=True, rr=True, digest=True)
+        return DigestPushPull(n, time_, tally, bp=True, rr=True)
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
@@ -572,7 +555,7 @@ def run_cell(workload: str, topology: str, seed: int, seconds: int, tail: int) -
 def table(cells: list[dict[str, Any]]) -> str:
     """Totals per algorithm, then total and bytes as multiples of BP+RR, then the paper's."""
     short = {"state": "state", "classic": "classic", "bprr": "bp+rr", "ours": "ours",
-             "ours_cut": "+cut", "ours_digest": "+digest"}  # fmt: skip
+             "ours_digest": "+digest"}  # fmt: skip
     others = [a for a in ALGORITHMS if a != BASELINE]
     head = (
         f"{'cell':<17}|"
@@ -665,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'met' if worst <= BAR else 'MISSED'} (worst {worst:.3f})"
     )
     mesh = [c for c in cells if c["topology"] == "mesh15"]
-    for algorithm in ("ours", "ours_cut", "ours_digest"):
+    for algorithm in ("ours", "ours_digest"):
         below = [c["workload"] for c in mesh if c["ratio_to_bprr"]["total"][algorithm] < 1.0]
         print(f"goal ({algorithm} below bprr on the mesh): {len(below)}/{len(mesh)} {below}")
     if args.json:

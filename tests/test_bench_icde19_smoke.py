@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "icde19.py"
 
-ALGORITHMS = {"state", "classic", "bprr", "ours", "ours_cut", "ours_digest"}
+ALGORITHMS = {"state", "classic", "bprr", "ours", "ours_digest"}
 MEASURES = {"messages", "payload", "metadata", "bytes", "total"}
 QUICK_CELLS = {
     (workload, topology)
