@@ -118,6 +118,8 @@ class PeerState:
     """The replica id that issues the peer's dots (it has every one of them)."""
     rewind: bool = False
     """This node refused an interval of the peer's: its next message says so."""
+    refusals: int = 0
+    """The highest count of refusals the peer's messages gave: a rewind with no more is stale."""
     sent: int | None = None
     """This node's seq up to which a response carried deltas the peer has not acked yet."""
     needs_snapshot: bool = False
@@ -179,6 +181,8 @@ class SyncEngine:
         self._tracked = False
         self._held: ORMap | None = None
         """While a request is answered: the join of the deltas it carried."""
+        self._refusals = 0
+        """Intervals this node refused (every message says how many, for ``_take_ack``)."""
         if self.state.context:  # seq 0 is the empty state: acks of it must not count
             self._buffer.skip()
 
@@ -231,8 +235,9 @@ class SyncEngine:
             self._buffer.seal()
             head = self._buffer.head
             bare = SyncMessage(
-                self.node_id, self.cluster, self.epoch, head, replica=self.state.replica_id
-            )
+                self.node_id, self.cluster, self.epoch, head, replica=self.state.replica_id,
+                refusals=self._refusals,
+            )  # fmt: skip
             # Too many replicas to list: the reply names the peer; then it gets a snapshot.
             return self._with_context(bare) or bare
         check_replica_id(peer_id)
@@ -296,7 +301,7 @@ class SyncEngine:
         if message.replica is not None:
             peer.replica = message.replica
         peer.sent = None  # what the peer acks now is what reached it
-        self._take_ack(peer, message.ack, message.rewind)
+        self._take_ack(peer, message)
         self._take_want(peer, message.want)
         self.metrics.rounds += 1
         self._collect()
@@ -313,6 +318,7 @@ class SyncEngine:
             # Merging it could leave dots in the context whose effects are
             # missing, so drop it; the reply tells the sender to rewind.
             peer.rewind = True
+            self._refusals += 1
             return frozenset()
         changed: Changed = frozenset()
         if message.deltas:
@@ -393,19 +399,29 @@ class SyncEngine:
             self._buffer.skip()
         return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
 
-    def _take_ack(self, peer: PeerState, ack: tuple[int, int] | None, rewind: bool) -> None:
+    def _take_ack(self, peer: PeerState, message: SyncMessage) -> None:
         """Raise the peer's ack; lower it only when the peer says it refused an interval.
 
         A late or duplicated message carries an older, lower ack, which must
         not count. But a peer that refused an interval (one before it was
         lost, or its record of this node was reset by a stale message of an
         old incarnation of this node) refuses every interval cut against the
-        higher ack; it says so with ``rewind``.
+        higher ack; it says so with ``rewind``. Every message says how many
+        intervals its sender has refused, and that count only grows, so a
+        rewind is news only when it is higher than any count heard before:
+        a duplicate of it, or a rewind that arrives after a later message of
+        the peer, is as stale as any lower ack. (A revision 1.0 peer gives no
+        count: its rewinds are believed.)
         """
+        ack = message.ack
+        refusals = message.refusals
         if ack is not None and ack[0] == self.epoch and ack[1] <= self._buffer.head:
-            if rewind and peer.ack is not None and ack[1] < peer.ack:
+            news = refusals is None or refusals > peer.refusals
+            if message.rewind and news and peer.ack is not None and ack[1] < peer.ack:
                 peer.ack = ack[1]
             self._raise_ack(peer, ack[1])
+        if refusals is not None and refusals > peer.refusals:
+            peer.refusals = refusals
 
     def _raise_ack(self, peer: PeerState, seq: int) -> None:
         if peer.ack is None or seq > peer.ack:
@@ -446,6 +462,7 @@ class SyncEngine:
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, replica=self.state.replica_id,
+            refusals=self._refusals,
         )  # fmt: skip
         peer.rewind = False
         try:

@@ -1,15 +1,18 @@
 """Sync messages: what two nodes say to each other, and its validated wire form.
 
 One message type serves as both the request and the response of a push-pull
-exchange. It is a 13-item msgpack array, documented in ``docs/protocol.md``::
+exchange. It is a msgpack array of 13 or 14 items, documented in
+``docs/protocol.md``::
 
     [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base,
-     replica]
+     replica, refusals]
 
+``refusals`` came with revision 1.1 of protocol version 1; a message of
+revision 1.0 has 13 items, and decodes with ``refusals`` None.
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
-the CRDT codec. Trailing items after the thirteenth are ignored, so that a later
-minor revision can add fields that older nodes skip.
+the CRDT codec. Trailing items after the fourteenth are ignored, so that a
+later minor revision can add fields that older nodes skip.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ MAX_DELTAS = 64
 _RESPONSE = 1
 _REWIND = 2
 _FIELDS = 13
+"""The items of a revision 1.0 message; revision 1.1 adds ``refusals``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,13 @@ class SyncMessage:
     """The sender's seq the deltas start after: merge them only holding the sender to here."""
     replica: str | None = None
     """The replica id that issues the sender's dots: never send it deltas of only those."""
+    refusals: int | None = None
+    """How many intervals the sender has refused in its epoch (None: a revision 1.0 sender).
+
+    It orders the sender's messages around each refusal: a ``rewind`` lowers
+    the receiver's ack only when no message of the sender with as high a
+    count came before it, so a late or duplicated rewind does not count.
+    """
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -99,6 +110,7 @@ def encode_message(message: SyncMessage) -> bytes:
         packed = writer.context(message.context)
         context = [writer.replica_ids, packed]
     piece = message.piece
+    revision_1_1 = [] if message.refusals is None else [message.refusals]
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             PROTOCOL_VERSION,
@@ -114,6 +126,7 @@ def encode_message(message: SyncMessage) -> bytes:
             list(message.want) if message.want is not None else None,
             message.base,
             message.replica,
+            *revision_1_1,
         ],
         use_bin_type=True,
     )
@@ -152,6 +165,7 @@ def decode_message(data: bytes) -> SyncMessage:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
     if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND:
         _fail(f"unknown flags {flags!r}")
+    refusals = _int(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
     return SyncMessage(
         sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
         cluster=_name(cluster, MAX_CLUSTER_CHARS, "cluster"),
@@ -166,6 +180,7 @@ def decode_message(data: bytes) -> SyncMessage:
         rewind=bool(flags & _REWIND),
         base=_int(base, 0, "base"),
         replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
+        refusals=refusals,
     )
 
 

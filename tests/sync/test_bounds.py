@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from agentsync.crdt import GCounter, ORMap, ORSet
@@ -304,16 +305,13 @@ def test_once_every_pair_has_met_faults_cost_few_snapshots(seed: int, faults: Fa
     assert spent <= 5, f"{net.where()}: {spent} snapshots in 60 ticks without a partition"
 
 
-STALE_REWIND = (
-    "BUG: a late or duplicated message with the rewind flag still lowers peer.ack, below "
-    "the buffer's floor when the entries were released on a newer ack since; the next write "
-    "then costs that peer a full snapshot (a lower ack than one already taken from the same "
-    "record can only be stale, unless the peer's record of this node was reset)"
-)
+@pytest.mark.parametrize("first_copy", ["delivered", "held back"])
+def test_a_late_duplicate_of_a_rewind_costs_no_snapshot(first_copy: str) -> None:
+    """Regression: a duplicated rewind lowered the ack below the floor (then a snapshot).
 
-
-@pytest.mark.xfail(strict=True, reason=STALE_REWIND)
-def test_a_late_duplicate_of_a_rewind_costs_no_snapshot() -> None:
+    With the first copy held back too, the late one is the only one, and
+    b's later messages supersede it.
+    """
     a = SyncEngine("a", epoch=1)
     b = SyncEngine("b", epoch=2)
 
@@ -329,7 +327,8 @@ def test_a_late_duplicate_of_a_rewind_costs_no_snapshot() -> None:
     refused, _ = b.on_request(wire(a.request("b")))  # its base is past what b holds
     assert refused.rewind
     rewind = encode_message(refused)
-    a.on_response(decode_message(rewind))
+    if first_copy == "delivered":
+        a.on_response(decode_message(rewind))
     b.on_response(decode_message(held))  # the held response turns up
     for _ in range(3):
         both_ways()
@@ -342,10 +341,9 @@ def test_a_late_duplicate_of_a_rewind_costs_no_snapshot() -> None:
     assert a.metrics.full_state_fallbacks == 0, "a sent b its whole state to deliver z"
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_REWIND)
 @pytest.mark.parametrize("seed", [2, 3])
 def test_duplication_and_reordering_cost_few_snapshots(seed: int) -> None:
-    """As above, on seeds where duplicated rewinds cost 7-8 snapshots (831c82d: 0-2)."""
+    """As above, on seeds where duplicated rewinds cost 7-8 snapshots (the regression)."""
     net = SimNet(seed, 5, topology="random", fanout=2, faults=Faults(dup=0.3, reorder=True))
     net.faults.max_delay = 3
     net.run(10)
@@ -353,6 +351,60 @@ def test_duplication_and_reordering_cost_few_snapshots(seed: int) -> None:
     net.run(60)
     spent = sum(e.metrics.full_state_fallbacks for e in net.engines.values()) - warm
     assert spent <= 5, f"{net.where()}: {spent} snapshots in 60 ticks without a partition"
+
+
+def refused_after_a_reset() -> tuple[SyncEngine, SyncEngine, SyncMessage]:
+    """A stale message of an old incarnation of a resets b's record of a: b refuses a's interval."""
+    a = SyncEngine("a", epoch=1)
+    b = SyncEngine("b", epoch=2)
+    for i in range(3):
+        a.record_local(a.state.update("s", ORSet, adding(f"x{i}")))
+        settle(a, b, rounds=1)
+        settle(b, a, rounds=1)
+    old = SyncEngine("a", epoch=7)  # a before it restarted; its request turns up late
+    b.on_request(wire(old.request(None)))
+    a.record_local(a.state.update("s", ORSet, adding("y")))
+    refused, _ = b.on_request(wire(a.request("b")))
+    assert refused.rewind and refused.refusals == 1
+    return a, b, refused
+
+
+def test_a_peer_whose_record_was_reset_gets_the_interval_again_after_the_rewind() -> None:
+    a, b, refused = refused_after_a_reset()
+    acked = a.peers["b"].ack
+    a.on_response(wire(refused))
+    assert refused.ack is not None and acked is not None and refused.ack[1] < acked
+    assert a.peers["b"].ack == refused.ack[1]
+    settle(a, b)
+    assert a.state == b.state
+
+
+def test_a_stale_rewind_is_ignored_and_the_next_refusal_counts() -> None:
+    a, b, refused = refused_after_a_reset()
+    late = encode_message(refused)  # held back
+    later = wire(b.request("a"))  # no rewind flag (the held message has it), the same count
+    assert not later.rewind and later.refusals == 1
+    b.on_response(wire(a.on_request(later)[0]))  # a's interval still starts past b's record
+    acked = a.peers["b"].ack
+    a.on_response(decode_message(late))  # older than ``later``: not news
+    assert a.peers["b"].ack == acked
+    news = wire(b.request("a"))
+    assert news.rewind and news.refusals == 2
+    b.on_response(wire(a.on_request(news)[0]))
+    settle(a, b)
+    assert a.state == b.state
+
+
+def test_the_rewind_of_a_revision_1_0_peer_is_believed() -> None:
+    """A message of 13 items gives no count of refusals; its rewind lowers the ack as before."""
+    a, b, refused = refused_after_a_reset()
+    old = msgpack.packb(msgpack.unpackb(encode_message(refused))[:13], use_bin_type=True)
+    message = decode_message(old)
+    assert message.rewind and message.refusals is None and message.ack is not None
+    a.on_response(message)
+    assert a.peers["b"].ack == message.ack[1]
+    settle(a, b)
+    assert a.state == b.state
 
 
 def test_an_abandoned_incoming_snapshot_does_not_block_repair() -> None:

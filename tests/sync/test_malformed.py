@@ -89,7 +89,9 @@ def with_field(raw: list[Any], index: int, value: Any) -> bytes:
 
 # -- decode_message: DecodeError and nothing else ------------------------------------------
 
-V, FLAGS, SENDER, CLUSTER, EPOCH, SEQ, ACK, CONTEXT, DELTAS, PIECE, WANT, BASE = range(12)
+V, FLAGS, SENDER, CLUSTER, EPOCH, SEQ, ACK, CONTEXT, DELTAS, PIECE, WANT, BASE, _, REFUSALS = range(
+    14
+)
 BAD_FIELDS: list[tuple[str, int, Any]] = [
     ("version 2", V, PROTOCOL_VERSION + 1),
     ("version 0", V, 0),
@@ -147,6 +149,12 @@ BAD_FIELDS: list[tuple[str, int, Any]] = [
     ("base negative", BASE, -1),
     ("base str", BASE, "0"),
     ("base nil", BASE, None),
+    ("refusals negative", REFUSALS, -1),
+    ("refusals over int64", REFUSALS, 2**63),
+    ("refusals str", REFUSALS, "1"),
+    ("refusals float", REFUSALS, 1.0),
+    ("refusals nil", REFUSALS, None),
+    ("refusals bool", REFUSALS, True),
 ]
 
 
@@ -207,6 +215,16 @@ def test_every_truncation_of_a_valid_message_raises_decode_error() -> None:
         for cut in range(len(data) - 1, -1, -max(1, len(data) // 50)):
             with pytest.raises(DecodeError):
                 decode_message(data[:cut])
+
+
+def test_a_revision_1_0_message_of_13_items_decodes_without_a_count_of_refusals() -> None:
+    raw = valid_raw()
+    assert len(raw) == REFUSALS + 1 and raw[REFUSALS] == 0
+    old = decode_message(msgpack.packb(raw[:REFUSALS], use_bin_type=True))
+    new = decode_message(msgpack.packb(raw, use_bin_type=True))
+    assert old.refusals is None and new.refusals == 0
+    assert replace(old, refusals=0) == new
+    assert decode_message(encode_message(old)) == old, "a 1.0 message re-encodes as one"
 
 
 def test_trailing_items_are_ignored_for_later_revisions() -> None:
