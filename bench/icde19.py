@@ -34,7 +34,9 @@ Algorithms, all on the same schedule (same phases, same updates):
   subclass that overrides a private method, for measurement only; see
   ``DigestEngine``): every request also carries the requester's causal
   context (a digest, charged to the request), and the response is cut by
-  all the requester holds, not only by what the request carried.
+  all the requester holds, not only by what the request carried. (In the
+  full run of docs/performance.md the digest costs more than it cuts in
+  every cell but GMap 100% mesh bytes.)
 
 Every engine-based algorithm sends an interval of several small buffered
 deltas as one joined delta, as the paper's delta interval is one join.
