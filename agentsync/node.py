@@ -117,6 +117,7 @@ class Node(Container):
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}  # url -> node id, once known
         self._last_ok: dict[str, float] = {}
+        self._last_exchange: dict[str, float] = {}  # node id -> when an exchange last ended
         self._inflight: builtins.set[str] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
@@ -393,8 +394,10 @@ class Node(Container):
         """Stop gossiping with the node at ``url`` (it may still contact this node)."""
         base = normalize_url(url)
         with self._lock:
-            self._peers.pop(base, None)
+            peer_id = self._peers.pop(base, None)
             self._last_ok.pop(base, None)
+            if peer_id is not None:
+                self._last_exchange.pop(peer_id, None)
 
     @property
     def peers(self) -> list[str]:
@@ -430,13 +433,30 @@ class Node(Container):
             await asyncio.sleep(self.gossip_interval / 4)
 
     async def _round(self, limit: int | None = None) -> None:
+        """Exchange with ``fanout`` random peers, or ``limit`` for an eager push.
+
+        A gossip round passes over peers this node exchanged with less than an
+        interval ago, whichever side started it: one push-pull exchange
+        already carried both directions, so two per interval on a link would
+        send each direction in two batches (twice the headers) for little
+        gain, and the round's fanout goes to peers it has not heard from.
+        An eager push skips no one: its writes are new.
+        """
         assert self._client is not None
         ready = [url for url in self.peers if self._client.ready(url)]
+        if limit is None:
+            ready = [url for url in ready if not self._exchanged_lately(url)]
         chosen = self._rng.sample(ready, min(limit or self.fanout, len(ready)))
         try:
             await asyncio.gather(*(self._exchange(url) for url in chosen))
         except Exception:  # never let one bad round stop the gossip
             log.exception("a gossip round failed")
+
+    def _exchanged_lately(self, url: str) -> bool:
+        with self._lock:
+            peer_id = self._peers.get(url)
+            last = self._last_exchange.get(peer_id) if peer_id is not None else None
+        return last is not None and time.monotonic() - last < self.gossip_interval
 
     def _wake_push(self) -> None:
         loop, push = self._loop, self._push
@@ -492,7 +512,7 @@ class Node(Container):
                 changed = self._engine.on_response(response)  # counts its own errors
                 if url in self._peers:
                     self._peers[url] = response.sender
-                self._last_ok[url] = time.monotonic()
+                self._last_ok[url] = self._last_exchange[response.sender] = time.monotonic()
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
             return None
@@ -513,6 +533,8 @@ class Node(Container):
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
             data = encode_message(reply)
+            if message.sender in self._peers.values():  # a peer this node gossips with
+                self._last_exchange[message.sender] = time.monotonic()
             self._engine.metrics.bytes_sent += len(data)
         self._changed(changed, local=False)
         return data

@@ -29,7 +29,9 @@ Algorithms, all on the same schedule (same phases, same updates):
   j answers with its own interval for i plus its ack; both messages are sent
   every time, even when there is nothing new. The engine cuts each response
   by what its request carried (the requester holds it), which costs nothing
-  on the wire.
+  on the wire. As a Node's gossip round does, i passes over a neighbour it
+  exchanged with less than a sync interval (1 s) ago, whichever side started
+  that exchange: it carried both directions already.
 * ``ours_digest``: a prototype of an option the engine does not have (a
   subclass that overrides a private method, for measurement only; see
   ``DigestEngine``): every request also carries the requester's causal
@@ -146,6 +148,10 @@ PUBLISHED: dict[str, dict[str, dict[str, float]]] = {
 NAME = {"gset": "set", "gcounter": "counter"}
 """The top-level name each workload writes (GMaps write "gmap")."""
 CLOCK_BASE_NS = 1_700_000_000 * 10**9
+UPDATE_INTERVAL_S = 1.0
+"""Each node makes one update per second."""
+SYNC_INTERVAL_S = 1.0
+"""Each node syncs with each neighbour once per second."""
 CLUSTER = "icde19"
 QUICK_SECONDS = 3
 QUICK_WORKLOADS = ("gset", "gcounter", "gmap10")
@@ -377,9 +383,28 @@ class PushOnly(EngineBased):
 
 
 class PushPull(EngineBased):
-    """The engine's own exchange: request and response, both directions, every time."""
+    """The engine's own exchange: request and response, both directions, every time.
+
+    Like a Node's gossip round, a sync passes over a neighbour exchanged with
+    less than an interval ago (``Node._round``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_exchange: dict[tuple[int, int], float] = {}
+
+    def exchanged_lately(self, i: int, j: int) -> bool:
+        """True when i and j exchanged less than a sync interval ago; else note one now."""
+        link = (min(i, j), max(i, j))
+        last = self.last_exchange.get(link)
+        if last is not None and self.time.now - last < SYNC_INTERVAL_S:
+            return True
+        self.last_exchange[link] = self.time.now
+        return False
 
     def sync(self, i: int, j: int) -> None:
+        if self.exchanged_lately(i, j):
+            return
         a, b = self.engines[i], self.engines[j]
         received, data = wire(a.request(b.node_id))
         count(self.tally, received, data)
@@ -389,13 +414,15 @@ class PushPull(EngineBased):
         a.on_response(received)
 
 
-class DigestPushPull(EngineBased):
+class DigestPushPull(PushPull):
     """The push-pull exchange with a digest in every request (see DigestEngine)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, engine=DigestEngine, **kwargs)
 
     def sync(self, i: int, j: int) -> None:
+        if self.exchanged_lately(i, j):
+            return
         a, b = self.engines[i], self.engines[j]
         assert isinstance(b, DigestEngine)
         request = a.request(b.node_id)
@@ -505,11 +532,11 @@ def simulate(
             state = algo.state(i)
             algo.record(i, plan.updates[i][k](state))
             if k + 1 < seconds:
-                heapq.heappush(events, (at + 1.0, UPDATE, i, k + 1))
+                heapq.heappush(events, (at + UPDATE_INTERVAL_S, UPDATE, i, k + 1))
         elif kind == SYNC:
             for j in overlay[i]:
                 algo.sync(i, j)
-            heapq.heappush(events, (at + 1.0, SYNC, i, 0))
+            heapq.heappush(events, (at + SYNC_INTERVAL_S, SYNC, i, 0))
         elif converged < 0:
             first = algo.state(0)
             if all(algo.state(j) == first for j in range(1, n)):
