@@ -159,11 +159,11 @@ class CRDT(abc.ABC):
             self._observe_ts(newest)
 
     def _absorb(self: T, later: T) -> None:
-        """Join ``later``, a delta this replica issued after the ones joined here.
+        """Join ``later``, a delta of the same type whose checks already passed.
 
-        ``merge`` without its checks: the delta group of the sync layer's
-        buffer joins every local write with this, and the checks (the type,
-        the timestamps against the skew bound) hold for local writes already.
+        ``merge`` without its checks: the sync layer joins buffered deltas
+        into one interval with this, and the checks (the type, the timestamps
+        against the skew bound) held when each of them was merged or written.
         """
         self._join(later, self._ctx, later._ctx, False, True)
         self._ctx.merge(later._ctx)

@@ -37,6 +37,9 @@ class _Tombstone:
     def __repr__(self) -> str:
         return "<removed>"
 
+    def __reduce__(self) -> str:
+        return "TOMBSTONE"  # copies and pickles stay the one singleton that ``is`` tests for
+
 
 TOMBSTONE: Any = _Tombstone()
 

@@ -7,7 +7,9 @@ types, the same clock position.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -532,6 +534,17 @@ def test_removed_keys_are_absent(kind: type[CRDT], key: Any) -> None:
             assert remove(replica, key).is_delta
             assert frozen(key) not in replica
             assert list(replica) == ["other"]
+
+
+def test_deep_copies_and_pickles_of_a_removal_stay_removals() -> None:
+    """A removed key's value is a singleton that reads test with ``is``."""
+    replica = LWWMap("a", clock=FakeWall())
+    replica.set("k", 1)
+    replica.remove("k")
+    for twin in (copy.deepcopy(replica), pickle.loads(pickle.dumps(replica))):
+        assert twin == replica
+        assert "k" not in twin
+        assert decode(encode(twin)) == replica
 
 
 # -- sets -------------------------------------------------------------------------------
