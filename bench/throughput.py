@@ -197,7 +197,10 @@ async def _spread(peer_urls: list[str], total: int, timeout: float) -> float:
     """Seconds until every peer's counter reads ``total``."""
     start = time.perf_counter()
     pending = set(peer_urls)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+    # A peer still working through the writer's backlog answers late: one
+    # read may take as long as the whole wait.
+    probe = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(timeout=probe) as session:
         while pending:
             for url in sorted(pending):
                 async with session.get(url + "/v1/state") as response:

@@ -116,6 +116,8 @@ class PeerState:
     """The seq of the peer's buffer up to which this node holds its state."""
     replica: str | None = None
     """The replica id that issues the peer's dots (it has every one of them)."""
+    knows_replica: bool = False
+    """The peer's last message said it holds this node's replica id: leave it out."""
     rewind: bool = False
     """This node refused an interval of the peer's: its next message says so."""
     refusals: int = 0
@@ -300,6 +302,7 @@ class SyncEngine:
         self._peers[sender] = peer
         if message.replica is not None:
             peer.replica = message.replica
+        peer.knows_replica = message.knows_replica
         peer.sent = None  # what the peer acks now is what reached it
         self._take_ack(peer, message)
         self._take_want(peer, message.want)
@@ -461,7 +464,8 @@ class SyncEngine:
             want = (0, peer.last_transfer)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
-            is_response=is_response, rewind=peer.rewind, replica=self.state.replica_id,
+            is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
+            replica=None if peer.knows_replica else self.state.replica_id,
             refusals=self._refusals,
         )  # fmt: skip
         peer.rewind = False

@@ -42,6 +42,7 @@ MAX_DELTAS = 64
 
 _RESPONSE = 1
 _REWIND = 2
+_KNOWS_REPLICA = 4
 _FIELDS = 13
 """The items of a revision 1.0 message; revision 1.1 adds ``refusals``."""
 
@@ -87,6 +88,8 @@ class SyncMessage:
     is_response: bool = False
     rewind: bool = False
     """The sender refused an interval of the receiver's: ``ack`` is where to start again."""
+    knows_replica: bool = False
+    """The sender holds the receiver's replica id: the receiver may leave it out (revision 1.1)."""
     base: int = 0
     """The sender's seq the deltas start after: merge them only holding the sender to here."""
     replica: str | None = None
@@ -114,7 +117,9 @@ def encode_message(message: SyncMessage) -> bytes:
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             PROTOCOL_VERSION,
-            (_RESPONSE if message.is_response else 0) | (_REWIND if message.rewind else 0),
+            (_RESPONSE if message.is_response else 0)
+            | (_REWIND if message.rewind else 0)
+            | (_KNOWS_REPLICA if message.knows_replica else 0),
             message.sender,
             message.cluster,
             message.epoch,
@@ -163,7 +168,7 @@ def decode_message(data: bytes) -> SyncMessage:
     ]
     if type(version) is not int or version != PROTOCOL_VERSION:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
-    if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND:
+    if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND | _KNOWS_REPLICA:
         _fail(f"unknown flags {flags!r}")
     refusals = _int(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
     return SyncMessage(
@@ -178,6 +183,7 @@ def decode_message(data: bytes) -> SyncMessage:
         want=_pair(want, "want", 0),
         is_response=bool(flags & _RESPONSE),
         rewind=bool(flags & _REWIND),
+        knows_replica=bool(flags & _KNOWS_REPLICA),
         base=_int(base, 0, "base"),
         replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
         refusals=refusals,

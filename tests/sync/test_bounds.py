@@ -39,6 +39,8 @@ def test_an_exchange_between_peers_in_sync_costs_under_100_bytes_each_way() -> N
     sizes = {(a, b): net.exchange(a, b) for a, b in pairs}
     worst = max(max(size) for size in sizes.values())
     assert worst < 100, f"seed={seed}: idle exchange of {worst} bytes: {sizes}"
+    both = max(sum(size) for size in sizes.values())
+    assert both < 100, f"seed={seed}: idle request and response of {both} bytes: {sizes}"
     assert net.converged(), f"seed={seed}: idle exchanges changed something"
     buffered = {i: e.delta_buffer_bytes for i, e in net.engines.items()}
     assert not any(buffered.values()), f"seed={seed}: acked deltas still buffered: {buffered}"

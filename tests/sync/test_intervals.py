@@ -153,3 +153,24 @@ def test_on_a_mesh_the_cut_never_drops_what_the_requester_lacks() -> None:
     net.settle()
     net.check_writes()
     assert cut_responses and cut_bytes < uncut_bytes, (cut_bytes, uncut_bytes)
+
+
+# -- what a message repeats -----------------------------------------------------------------
+
+
+def test_the_replica_id_travels_until_the_peer_acks_this_epoch() -> None:
+    a, b = SyncEngine("a", epoch=1), SyncEngine("b", epoch=2)
+    first, _ = exchange(a, b)
+    assert first.replica == a.state.replica_id
+    acquainted(a, b)
+    request, response = exchange(a, b)
+    assert request.replica is None and response.replica is None, "an idle exchange repeats it"
+    assert b.peers["a"].replica == a.state.replica_id, "b forgot a's replica id"
+    restarted = SyncEngine("b", epoch=3, state=b.state)  # b restarts with its data
+    request = wire(a.request("b"))
+    restarted.on_request(request)
+    assert a.request("b").replica is None  # a has not heard of b's new epoch yet
+    exchange(restarted, a)  # a notices the new epoch: its record of b starts over
+    assert a.request("b").replica == a.state.replica_id
+    exchange(a, restarted)
+    assert restarted.peers["a"].replica == a.state.replica_id

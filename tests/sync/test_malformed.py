@@ -97,7 +97,7 @@ BAD_FIELDS: list[tuple[str, int, Any]] = [
     ("version 0", V, 0),
     ("version str", V, "1"),
     ("version nil", V, None),
-    ("flags 4", FLAGS, 4),
+    ("flags 8", FLAGS, 8),
     ("flags negative", FLAGS, -1),
     ("flags bool", FLAGS, True),
     ("sender empty", SENDER, ""),
