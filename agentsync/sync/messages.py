@@ -5,13 +5,14 @@ exchange. It is a msgpack array of 13 or 14 items, documented in
 ``docs/protocol.md``::
 
     [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base,
-     replica, refusals]
+     replica, refusals, members]
 
-``refusals`` came with revision 1.1 of protocol version 1; a message of
-revision 1.0 has 13 items, and decodes with ``refusals`` None.
+``refusals`` and ``members`` came with revision 1.1 of protocol version 1
+(both optional trailing items); a message of revision 1.0 has 13 items, and
+decodes with ``refusals`` None and no members.
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
-the CRDT codec. Trailing items after the fourteenth are ignored, so that a
+the CRDT codec. Trailing items after the fifteenth are ignored, so that a
 later minor revision can add fields that older nodes skip.
 """
 
@@ -42,6 +43,9 @@ MAX_DELTAS = 64
 
 _RESPONSE = 1
 _REWIND = 2
+MAX_MEMBERS = 16
+"""The most peers one message may name for peer exchange."""
+MAX_MEMBER_URL_CHARS = 256
 _KNOWS_REPLICA = 4
 _FIELDS = 13
 """The items of a revision 1.0 message; revision 1.1 adds ``refusals``."""
@@ -101,6 +105,13 @@ class SyncMessage:
     the receiver's ack only when no message of the sender with as high a
     count came before it, so a late or duplicated rewind does not count.
     """
+    members: tuple[tuple[str, str], ...] = ()
+    """``(node_id, url)`` of a few peers the sender knows, for peer exchange (revision 1.1).
+
+    The engine carries them and nothing more: the Node fills them in and
+    treats what it receives as untrusted hints (its membership validates,
+    bounds and probes them).
+    """
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -113,7 +124,9 @@ def encode_message(message: SyncMessage) -> bytes:
         packed = writer.context(message.context)
         context = [writer.replica_ids, packed]
     piece = message.piece
-    revision_1_1 = [] if message.refusals is None else [message.refusals]
+    revision_1_1: list[Any] = [] if message.refusals is None else [message.refusals]
+    if message.members:
+        revision_1_1 = [message.refusals or 0, [list(member) for member in message.members]]
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             PROTOCOL_VERSION,
@@ -171,6 +184,7 @@ def decode_message(data: bytes) -> SyncMessage:
     if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND | _KNOWS_REPLICA:
         _fail(f"unknown flags {flags!r}")
     refusals = _int(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
+    members = _members(raw[_FIELDS + 1]) if len(raw) > _FIELDS + 1 else ()
     return SyncMessage(
         sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
         cluster=_name(cluster, MAX_CLUSTER_CHARS, "cluster"),
@@ -187,7 +201,25 @@ def decode_message(data: bytes) -> SyncMessage:
         base=_int(base, 0, "base"),
         replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
         refusals=refusals,
+        members=members,
     )
+
+
+def _members(raw: Any) -> tuple[tuple[str, str], ...]:
+    if raw is None:
+        return ()
+    if type(raw) is not tuple or len(raw) > MAX_MEMBERS:
+        _fail(f"members must be an array of at most {MAX_MEMBERS} [node_id, url] pairs")
+    members = []
+    for member in raw:
+        if type(member) is not tuple or len(member) != 2:
+            _fail("a member must be a [node_id, url] pair")
+        node_id = _name(member[0], MAX_REPLICA_ID_CHARS, "a member's node id")
+        url = _name(member[1], MAX_MEMBER_URL_CHARS, "a member's url")
+        if not url.startswith(("http://", "https://")):
+            _fail(f"a member's url must be http(s), not {url[:40]!r}")
+        members.append((node_id, url))
+    return tuple(members)
 
 
 def _fail(reason: str) -> NoReturn:

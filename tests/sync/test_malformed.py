@@ -32,7 +32,7 @@ from agentsync.sync import (
     decode_message,
     encode_message,
 )
-from agentsync.sync.messages import MAX_DELTAS, MAX_PIECES
+from agentsync.sync.messages import MAX_DELTAS, MAX_MEMBERS, MAX_PIECES
 from tests.sync.simnet import CLOCK_BASE_NS, SimNet, adding, snapshot_of
 
 SEED = 99
@@ -169,6 +169,34 @@ def test_a_wrong_field_raises_decode_error(index: int, value: Any) -> None:
         decode_message(data)
 
 
+BAD_MEMBERS: list[tuple[str, Any]] = [
+    ("str", "n02"),
+    ("a pair, not a list of pairs", ["n02", "http://10.0.0.2:1"]),
+    ("one item", [["n02"]]),
+    ("three items", [["n02", "http://10.0.0.2:1", 0]]),
+    ("empty id", [["", "http://10.0.0.2:1"]]),
+    ("int url", [["n02", 5]]),
+    ("not http", [["n02", "file:///etc/passwd"]]),
+    ("url too long", [["n02", "http://" + "h" * 300]]),
+    ("over MAX_MEMBERS", [["n02", "http://10.0.0.2:1"]] * (MAX_MEMBERS + 1)),
+]
+
+
+@pytest.mark.parametrize("value", [v for _, v in BAD_MEMBERS], ids=[k for k, _ in BAD_MEMBERS])
+def test_wrong_members_raise_decode_error(value: Any) -> None:
+    raw = [*valid_raw(), value]
+    with pytest.raises(DecodeError):
+        decode_message(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_members_travel_and_a_message_without_them_has_none() -> None:
+    _, engine = receiver()
+    members = (("n02", "http://10.0.0.2:7000"), ("n03", "https://[fe80::1%25eth0]:7000"))
+    message = replace(engine.request(None), members=members)
+    assert decode_message(encode_message(message)).members == members
+    assert decode_message(encode_message(engine.request(None))).members == ()
+
+
 def test_a_context_that_fails_validation_raises_decode_error() -> None:
     raw = context_raw()
     ids, (vector, cloud) = raw[CONTEXT]
@@ -229,7 +257,8 @@ def test_a_revision_1_0_message_of_13_items_decodes_without_a_count_of_refusals(
 
 def test_trailing_items_are_ignored_for_later_revisions() -> None:
     raw = valid_raw()
-    message = decode_message(msgpack.packb([*raw, "future", 1], use_bin_type=True))
+    assert len(raw) == 14, "the template is a revision 1.1 message without members"
+    message = decode_message(msgpack.packb([*raw, None, "future", 1], use_bin_type=True))
     assert message == decode_message(msgpack.packb(raw, use_bin_type=True))
 
 
