@@ -25,13 +25,14 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
+from agentsync.discovery.membership import Member, Membership, Source, Transition
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
@@ -49,6 +50,13 @@ MAX_NODE_ID_CHARS = MAX_REPLICA_ID_CHARS - 17
 CHANGE_QUEUE_SIZE = 4096
 """How far an ``async for change in node.changes()`` consumer may fall behind."""
 SNAPSHOT_ROUNDS = 4096
+EXCHANGE_TIMEOUT_S = 1.0
+"""How long one exchange may take: a LAN answers in milliseconds, and a peer cut
+off must fail fast for the failure detector's bound (``docs/membership.md``)."""
+EXCHANGE_SAMPLE = 4
+"""Members named in each message, for peer exchange."""
+PROBES_PER_TICK = 16
+"""At most this many probes start at once (after a flood of learned members)."""
 """The most back-to-back exchanges one peer gets while a snapshot is under way."""
 
 
@@ -73,6 +81,10 @@ class Node(Container):
 
     ``node_id`` names the node to its peers; without one, a random id is
     made. ``peers`` are base URLs of other nodes (``http://host:port``).
+    ``seeds`` are URLs of nodes to start from, and ``discovery`` finds nodes
+    on the LAN over mDNS; with either, the node also learns the members its
+    peers name (peer exchange), and with only ``peers`` it keeps exactly
+    those. Every member is judged alive, suspect or dead (``members()``).
     ``data_dir`` is reserved for durable storage (the directory is created
     now; replicas are kept in memory).
     """
@@ -88,23 +100,18 @@ class Node(Container):
         gossip_interval: float = 0.2,
         fanout: int = 3,
         data_dir: str | os.PathLike[str] | None = None,
+        discovery: bool = False,
+        seeds: Iterable[str] = (),
     ) -> None:
         if node_id is None:
             node_id = f"node-{secrets.token_hex(4)}"
-        if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
-            raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_ID_CHARS} characters")
-        if type(host) is not str or not host:
-            raise ValueError("host must be a non-empty str")
-        if type(port) is not int or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an int in 0..65535, not {port!r}")
-        if isinstance(gossip_interval, bool) or not isinstance(gossip_interval, (int, float)):
-            raise TypeError("gossip_interval must be a number of seconds")
-        if not (math.isfinite(gossip_interval) and gossip_interval > 0):
-            raise ValueError("gossip_interval must be a finite number of seconds > 0")
-        if type(fanout) is not int or fanout < 1:
-            raise ValueError("fanout must be an int >= 1")
-        if isinstance(peers, str):
-            raise TypeError("peers must be an iterable of URLs, not one str")
+        _check_arguments(
+            node_id, host=host, port=port, gossip_interval=gossip_interval, fanout=fanout,
+            discovery=discovery,
+        )  # fmt: skip
+        if isinstance(peers, str) or isinstance(seeds, str):
+            raise TypeError("peers and seeds must be iterables of URLs, not one str")
+        seed_urls = [normalize_url(url) for url in seeds]
         self.node_id = node_id
         self.cluster = cluster
         self.host = host
@@ -124,6 +131,10 @@ class Node(Container):
         self._batch_depth = 0
         self._batch_names: builtins.set[str] = builtins.set()
         self._rng = random.Random()
+        self.discovery = discovery
+        self._membership = Membership(rng=self._rng)
+        self._learns = discovery or bool(seed_urls)
+        """Whether peers named in messages become members (dynamic membership)."""
         self._server: SyncServer | None = None
         self._client: SyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,6 +145,8 @@ class Node(Container):
         self._thread: threading.Thread | None = None
         for url in peers:
             self.add_peer(url)
+        for url in seed_urls:
+            self._add_member(url, "seed")
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -146,7 +159,7 @@ class Node(Container):
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
         server = SyncServer(self, host=self.host, port=self.port)
-        client = SyncClient()
+        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S)
         try:
             await server.start()
             await client.start()
@@ -162,6 +175,7 @@ class Node(Container):
         self._tasks = [
             asyncio.create_task(self._gossip_forever(), name=f"agentsync-gossip-{self.node_id}"),
             asyncio.create_task(self._push_forever(), name=f"agentsync-push-{self.node_id}"),
+            asyncio.create_task(self._watch_forever(), name=f"agentsync-watch-{self.node_id}"),
         ]
         log.info("node %s serving %s", self.node_id, self._url)
 
@@ -385,10 +399,20 @@ class Node(Container):
 
     def add_peer(self, url: str) -> None:
         """Gossip with the node at ``url`` from now on (ValueError if it is no URL)."""
-        base = normalize_url(url)
+        self._add_member(normalize_url(url), "manual")
+
+    def _add_member(self, base: str, source: Source, node_id: str | None = None) -> None:
         with self._lock:
-            if base != self._url:
+            if base == self._url:
+                return
+            self._membership.add(base, now=time.monotonic(), node_id=node_id, source=source)
+            if base in self._membership:  # not refused by the bound on learned members
                 self._peers.setdefault(base, None)
+
+    def members(self) -> list[Member]:
+        """Every member with its node id, URL, state and last contact (``time.monotonic()``)."""
+        with self._lock:
+            return self._membership.members()
 
     def remove_peer(self, url: str) -> None:
         """Stop gossiping with the node at ``url`` (it may still contact this node)."""
@@ -396,6 +420,7 @@ class Node(Container):
         with self._lock:
             peer_id = self._peers.pop(base, None)
             self._last_ok.pop(base, None)
+            self._membership.remove(base)
             if peer_id is not None:
                 self._last_exchange.pop(peer_id, None)
 
@@ -443,7 +468,9 @@ class Node(Container):
         An eager push skips no one: its writes are new.
         """
         assert self._client is not None
-        ready = [url for url in self.peers if self._client.ready(url)]
+        with self._lock:
+            candidates = [url for url in self._membership.gossip_candidates() if url in self._peers]
+        ready = [url for url in candidates if self._client.ready(url)]
         if limit is None:
             ready = [url for url in ready if not self._exchanged_lately(url)]
         chosen = self._rng.sample(ready, min(limit or self.fanout, len(ready)))
@@ -451,6 +478,51 @@ class Node(Container):
             await asyncio.gather(*(self._exchange(url) for url in chosen))
         except Exception:  # never let one bad round stop the gossip
             log.exception("a gossip round failed")
+
+    async def _watch_forever(self) -> None:
+        """Advance the failure detector; probe idle, suspect and returning members."""
+        while True:
+            await asyncio.sleep(min(self.gossip_interval, 0.25))
+            with self._lock:
+                now = time.monotonic()
+                for transition in self._membership.tick(now):
+                    self._noted(transition)
+                due = [
+                    u for u in self._membership.due(now, limit=PROBES_PER_TICK) if u in self._peers
+                ]
+            if due:
+                try:
+                    await asyncio.gather(*(self._exchange(url) for url in due))
+                except Exception:  # never let one bad probe stop the watch
+                    log.exception("a probe round failed")
+
+    def _noted(self, transition: Transition | None) -> None:
+        """Log a member's change of state; forget a removed one (under the lock)."""
+        if transition is None:
+            return
+        new = transition.new.value if transition.new is not None else "removed"
+        log.info("peer %s (%s): %s -> %s", transition.url, transition.node_id,
+                 transition.old.value, new)  # fmt: skip
+        if transition.new is None:
+            self._peers.pop(transition.url, None)
+            self._last_ok.pop(transition.url, None)
+
+    def _learn(self, members: tuple[tuple[str, str], ...]) -> None:
+        """Take the members a peer named as hints: membership probes them before trusting.
+
+        Only with discovery or seeds: a node given only ``peers`` keeps exactly
+        that topology (a line stays a line).
+        """
+        if not self._learns:
+            return
+        for node_id, url in members:
+            if node_id == self.node_id:
+                continue
+            try:
+                base = normalize_url(url)
+            except ValueError:
+                continue
+            self._add_member(base, "exchange", node_id)
 
     def _exchanged_lately(self, url: str) -> bool:
         with self._lock:
@@ -492,12 +564,14 @@ class Node(Container):
             return None
         with self._lock:
             request = self._engine.request(self._peers.get(url))
+            request = replace(request, members=self._sample(url))
             body = encode_message(request)
             self._engine.metrics.bytes_sent += len(body)
         try:
             reply = await client.exchange(url, body)
         except PeerUnavailableError as exc:
             log.debug("exchange with %s failed: %s", url, exc)
+            self._failed(url)
             return None
         with self._lock:
             self._engine.metrics.bytes_received += len(reply)
@@ -506,15 +580,20 @@ class Node(Container):
         except DecodeError as exc:
             self.count_error()
             log.warning("bad response from %s: %s", url, exc)
+            self._failed(url)
             return None
         try:
             with self._lock:
                 changed = self._engine.on_response(response)  # counts its own errors
+                now = time.monotonic()
                 if url in self._peers:
                     self._peers[url] = response.sender
-                self._last_ok[url] = self._last_exchange[response.sender] = time.monotonic()
+                    self._noted(self._membership.on_success(url, response.sender, now))
+                self._last_ok[url] = self._last_exchange[response.sender] = now
+                self._learn(response.members)
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
+            self._failed(url)
             return None
         self._changed(changed, local=False)
         return response.sender
@@ -532,12 +611,29 @@ class Node(Container):
             raise
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
-            data = encode_message(reply)
-            if message.sender in self._peers.values():  # a peer this node gossips with
-                self._last_exchange[message.sender] = time.monotonic()
+            url = self._url_of(message.sender)
+            data = encode_message(replace(reply, members=self._sample(url)))
+            if url is not None:  # a peer this node gossips with: it is alive
+                now = self._last_exchange[message.sender] = time.monotonic()
+                self._noted(self._membership.on_success(url, message.sender, now))
+            self._learn(message.members)
             self._engine.metrics.bytes_sent += len(data)
         self._changed(changed, local=False)
         return data
+
+    def _failed(self, url: str) -> None:
+        with self._lock:
+            if url in self._peers:
+                self._noted(self._membership.on_failure(url, time.monotonic()))
+
+    def _url_of(self, peer_id: str) -> str | None:
+        """The URL this node gossips with ``peer_id`` at, if any (under the lock)."""
+        return next((url for url, known in self._peers.items() if known == peer_id), None)
+
+    def _sample(self, to: str | None) -> tuple[tuple[str, str], ...]:
+        """A few members to name in a message to ``to`` (never ``to`` itself)."""
+        sample = self._membership.sample(EXCHANGE_SAMPLE + 1)
+        return tuple((node_id, url) for node_id, url in sample if url != to)[:EXCHANGE_SAMPLE]
 
     def count_error(self) -> None:
         """Count a request the transport refused before it reached the engine."""
@@ -568,6 +664,17 @@ class Node(Container):
             "url": self._url,
             "uptime_s": round(now - self._started_at, 3) if self._started_at else 0.0,
             "peers": peers,
+            "members": [
+                {
+                    "url": member.url,
+                    "node_id": member.node_id,
+                    "state": member.state.value,
+                    "last_contact_s_ago": round(now - member.last_contact, 3)
+                    if member.last_contact is not None
+                    else None,
+                }
+                for member in self.members()
+            ],
         }
 
     def state_json(self) -> dict[str, Any]:
@@ -610,6 +717,27 @@ class Node(Container):
                 f"agentsync_{name} {value}",
             )
         return "\n".join(lines) + "\n"
+
+
+def _check_arguments(
+    node_id: object, *, host: object, port: object, gossip_interval: object, fanout: object,
+    discovery: object,
+) -> None:  # fmt: skip
+    """Refuse a bad constructor argument with a clear error, before anything starts."""
+    if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
+        raise ValueError(f"node_id must be a str of 1 to {MAX_NODE_ID_CHARS} characters")
+    if type(host) is not str or not host:
+        raise ValueError("host must be a non-empty str")
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in 0..65535, not {port!r}")
+    if isinstance(gossip_interval, bool) or not isinstance(gossip_interval, (int, float)):
+        raise TypeError("gossip_interval must be a number of seconds")
+    if not (math.isfinite(gossip_interval) and gossip_interval > 0):
+        raise ValueError("gossip_interval must be a finite number of seconds > 0")
+    if type(fanout) is not int or fanout < 1:
+        raise ValueError("fanout must be an int >= 1")
+    if type(discovery) is not bool:
+        raise TypeError("discovery must be a bool")
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:
