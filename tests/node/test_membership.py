@@ -35,9 +35,7 @@ def test_a_node_learns_peers_from_its_seed_by_peer_exchange() -> None:
         try:
             c.counter("hits").increment()
             await eventually(lambda: c.url in a.peers, "a learns c from its seed b")
-            await eventually(
-                lambda: states(a).get(c.url) is MemberState.ALIVE, "a judges c alive"
-            )
+            await eventually(lambda: states(a).get(c.url) is MemberState.ALIVE, "a judges c alive")
             await converge(nodes)
             ids = {member.url: member.node_id for member in a.members()}
             assert ids == {b.url: "b", c.url: "c"}
