@@ -130,6 +130,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a peer's URL, http://host:port (repeat for more peers)",
     )
+    serve.add_argument(
+        "--seed",
+        dest="seeds",
+        action="append",
+        type=node_url,
+        default=[],
+        metavar="URL",
+        help="a node to start from; peers it names are learned too (repeat for more)",
+    )
+    serve.add_argument(
+        "--mdns",
+        action="store_true",
+        help="find nodes of the same cluster on the LAN over mDNS (bind --host 0.0.0.0)",
+    )
     serve.add_argument("--data-dir", help="directory for the node's durable state")
     serve.add_argument(
         "--gossip-interval",
@@ -328,6 +342,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 host=args.host,
                 port=args.port,
                 peers=args.peers,
+                seeds=args.seeds,
+                discovery=args.mdns,
                 gossip_interval=args.gossip_interval,
                 fanout=args.fanout,
                 data_dir=args.data_dir,

@@ -32,6 +32,7 @@ from typing import Any
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
+from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import Member, Membership, Source, Transition
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
@@ -143,6 +144,7 @@ class Node(Container):
         self._started_at = 0.0
         self._url: str | None = None
         self._thread: threading.Thread | None = None
+        self._mdns: MdnsDiscovery | None = None
         for url in peers:
             self.add_peer(url)
         for url in seed_urls:
@@ -177,6 +179,10 @@ class Node(Container):
             asyncio.create_task(self._push_forever(), name=f"agentsync-push-{self.node_id}"),
             asyncio.create_task(self._watch_forever(), name=f"agentsync-watch-{self.node_id}"),
         ]
+        if self.discovery:  # announcing probes the LAN for about 1.6 s: not in start's way
+            self._tasks.append(
+                asyncio.create_task(self._announce(), name=f"agentsync-mdns-{self.node_id}")
+            )
         log.info("node %s serving %s", self.node_id, self._url)
 
     def stop(self) -> Any:
@@ -205,6 +211,9 @@ class Node(Container):
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        mdns, self._mdns = self._mdns, None
+        if mdns is not None:
+            await mdns.stop()
         if self._client is not None:
             await self._client.close()
         if self._server is not None:
@@ -506,6 +515,34 @@ class Node(Container):
         if transition.new is None:
             self._peers.pop(transition.url, None)
             self._last_ok.pop(transition.url, None)
+
+    async def _announce(self) -> None:
+        """Announce this node over mDNS and take the peers of its cluster that announce."""
+        wildcard = self.host in ("0.0.0.0", "::")
+        try:
+            mdns = MdnsDiscovery(
+                node_id=self.node_id, cluster=self.cluster, port=self.port,
+                on_found=self._found, addresses=None if wildcard else [self.host],
+            )  # fmt: skip
+        except ValueError as exc:
+            log.warning("mDNS discovery is off: %s", exc)
+            return
+        self._mdns = mdns
+        try:
+            await mdns.start()
+        except OSError as exc:
+            log.warning("mDNS discovery failed to start: %s", exc)
+
+    def _found(self, peer: Discovered) -> None:
+        """A peer announced itself over mDNS: a hint, probed before it is trusted."""
+        if not peer.urls:
+            return
+        try:
+            base = normalize_url(peer.urls[0])  # IPv4 first: one URL per node
+        except ValueError:
+            log.info("mDNS: skipped %s's URL %r", peer.node_id, peer.urls[0])
+            return
+        self._add_member(base, "mdns", peer.node_id)
 
     def _learn(self, members: tuple[tuple[str, str], ...]) -> None:
         """Take the members a peer named as hints: membership probes them before trusting.
