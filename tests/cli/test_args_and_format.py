@@ -33,6 +33,10 @@ HEALTH: dict[str, Any] = {
         {"url": "http://127.0.0.1:8002", "node_id": None, "failures": 4, "last_ok_s_ago": None},
         {"url": "http://127.0.0.1:8001", "node_id": "beta", "failures": 0, "last_ok_s_ago": 0.25},
     ],
+    "members": [
+        {"url": "http://127.0.0.1:8001", "node_id": "beta", "state": "alive"},
+        {"url": "http://127.0.0.1:8002", "node_id": None, "state": "dead"},
+    ],
 }
 STATE: dict[str, Any] = {
     "node_id": "alpha",
@@ -142,8 +146,8 @@ def test_status_shows_health_peers_and_names(
     assert "peers (2)" in out
     peer_rows = [line.split() for line in lines if line.startswith("  http://")]
     assert peer_rows == [
-        ["http://127.0.0.1:8001", "beta", "0", "0.2", "s", "ago"],
-        ["http://127.0.0.1:8002", "?", "4", "never"],
+        ["http://127.0.0.1:8001", "beta", "alive", "0", "0.2", "s", "ago"],
+        ["http://127.0.0.1:8002", "?", "dead", "4", "never"],
     ]
     assert "names (3)" in out
     name_rows = {line.split()[0]: line for line in lines[lines.index("names (3)") + 2 :]}
