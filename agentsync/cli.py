@@ -269,8 +269,6 @@ def format_status(health: Mapping[str, Any], state: Mapping[str, Any]) -> str:
     peers = health.get("peers") or []
     lines.append(f"peers ({len(peers)})")
     if peers:
-        members = [m for m in health.get("members") or [] if isinstance(m, Mapping)]
-        state_of = {m.get("url"): m.get("state") for m in members}
         rows = []
         for peer in sorted(peers, key=lambda p: str(p.get("url"))):
             last_ok = peer.get("last_ok_s_ago")
@@ -278,7 +276,7 @@ def format_status(health: Mapping[str, Any], state: Mapping[str, Any]) -> str:
                 [
                     str(peer.get("url")),
                     str(peer.get("node_id") or "?"),
-                    str(state_of.get(peer.get("url")) or "?"),
+                    str(peer.get("state") or "?"),
                     str(peer.get("failures", 0)),
                     "never" if last_ok is None else f"{_seconds_text(last_ok)} ago",
                 ]

@@ -38,6 +38,7 @@ from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
 from agentsync.sync.engine import SyncMetrics
+from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.transport.client import SyncClient
 from agentsync.transport.server import SyncServer
 from agentsync.transport.urls import normalize_url
@@ -51,14 +52,16 @@ MAX_NODE_ID_CHARS = MAX_REPLICA_ID_CHARS - 17
 CHANGE_QUEUE_SIZE = 4096
 """How far an ``async for change in node.changes()`` consumer may fall behind."""
 SNAPSHOT_ROUNDS = 4096
+"""The most back-to-back exchanges one peer gets while a snapshot is under way."""
 EXCHANGE_TIMEOUT_S = 1.0
 """How long one exchange may take: a LAN answers in milliseconds, and a peer cut
 off must fail fast for the failure detector's bound (``docs/membership.md``)."""
-EXCHANGE_SAMPLE = 4
-"""Members named in each message, for peer exchange."""
 PROBES_PER_TICK = 16
 """At most this many probes start at once (after a flood of learned members)."""
-"""The most back-to-back exchanges one peer gets while a snapshot is under way."""
+RETELL_S = 30.0
+"""How often every peer is told of every member again (news lost in transit)."""
+TOLD_PEERS = 4096
+"""The most peers whose peer-exchange cursor is kept (a flood of ids cycles them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +127,8 @@ class Node(Container):
         self._engine = SyncEngine(node_id, cluster=cluster, state=ORMap(incarnation))
         self._lock = threading.RLock()
         self._peers: dict[str, str | None] = {}  # url -> node id, once known
-        self._last_ok: dict[str, float] = {}
-        self._last_exchange: dict[str, float] = {}  # node id -> when an exchange last ended
+        self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
+        self._retell_at = 0.0
         self._inflight: builtins.set[str] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
@@ -427,11 +430,8 @@ class Node(Container):
         """Stop gossiping with the node at ``url`` (it may still contact this node)."""
         base = normalize_url(url)
         with self._lock:
-            peer_id = self._peers.pop(base, None)
-            self._last_ok.pop(base, None)
+            self._peers.pop(base, None)
             self._membership.remove(base)
-            if peer_id is not None:
-                self._last_exchange.pop(peer_id, None)
 
     @property
     def peers(self) -> list[str]:
@@ -514,7 +514,6 @@ class Node(Container):
                  transition.old.value, new)  # fmt: skip
         if transition.new is None:
             self._peers.pop(transition.url, None)
-            self._last_ok.pop(transition.url, None)
 
     async def _announce(self) -> None:
         """Announce this node over mDNS and take the peers of its cluster that announce."""
@@ -563,8 +562,8 @@ class Node(Container):
 
     def _exchanged_lately(self, url: str) -> bool:
         with self._lock:
-            peer_id = self._peers.get(url)
-            last = self._last_exchange.get(peer_id) if peer_id is not None else None
+            member = self._membership.get(url)
+        last = member.last_contact if member is not None else None
         return last is not None and time.monotonic() - last < self.gossip_interval
 
     def _wake_push(self) -> None:
@@ -601,7 +600,7 @@ class Node(Container):
             return None
         with self._lock:
             request = self._engine.request(self._peers.get(url))
-            request = replace(request, members=self._sample(url))
+            request = replace(request, members=self._news_for(self._peers.get(url) or url, url))
             body = encode_message(request)
             self._engine.metrics.bytes_sent += len(body)
         try:
@@ -626,7 +625,6 @@ class Node(Container):
                 if url in self._peers:
                     self._peers[url] = response.sender
                     self._noted(self._membership.on_success(url, response.sender, now))
-                self._last_ok[url] = self._last_exchange[response.sender] = now
                 self._learn(response.members)
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
@@ -649,10 +647,9 @@ class Node(Container):
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
             url = self._url_of(message.sender)
-            data = encode_message(replace(reply, members=self._sample(url)))
+            data = encode_message(replace(reply, members=self._news_for(message.sender, url)))
             if url is not None:  # a peer this node gossips with: it is alive
-                now = self._last_exchange[message.sender] = time.monotonic()
-                self._noted(self._membership.on_success(url, message.sender, now))
+                self._noted(self._membership.on_success(url, message.sender, time.monotonic()))
             self._learn(message.members)
             self._engine.metrics.bytes_sent += len(data)
         self._changed(changed, local=False)
@@ -667,10 +664,21 @@ class Node(Container):
         """The URL this node gossips with ``peer_id`` at, if any (under the lock)."""
         return next((url for url, known in self._peers.items() if known == peer_id), None)
 
-    def _sample(self, to: str | None) -> tuple[tuple[str, str], ...]:
-        """A few members to name in a message to ``to`` (never ``to`` itself)."""
-        sample = self._membership.sample(EXCHANGE_SAMPLE + 1)
-        return tuple((node_id, url) for node_id, url in sample if url != to)[:EXCHANGE_SAMPLE]
+    def _news_for(self, peer: str, url: str | None) -> tuple[tuple[str, str], ...]:
+        """The members to name in a message to ``peer`` (at ``url``): what it was not told yet.
+
+        Under the lock. Each peer is told of each member once, and of every
+        member again each ``RETELL_S``, so an idle exchange names none.
+        """
+        now = time.monotonic()
+        told = self._told
+        if now >= self._retell_at:
+            told.clear()
+            self._retell_at = now + RETELL_S
+        news, told[peer] = self._membership.news(told.pop(peer, 0), MAX_MEMBERS)
+        if len(told) > TOLD_PEERS:
+            del told[next(iter(told))]  # the peer heard from least recently
+        return tuple(member for member in news if member[1] != url)
 
     def count_error(self) -> None:
         """Count a request the transport refused before it reached the engine."""
@@ -686,12 +694,14 @@ class Node(Container):
                 {
                     "url": url,
                     "node_id": peer_id,
+                    "state": member.state.value if member is not None else None,
                     "failures": client.failures(url) if client else 0,
-                    "last_ok_s_ago": round(now - self._last_ok[url], 3)
-                    if url in self._last_ok
+                    "last_ok_s_ago": round(now - member.last_contact, 3)
+                    if member is not None and member.last_contact is not None
                     else None,
                 }
                 for url, peer_id in self._peers.items()
+                for member in [self._membership.get(url)]
             ]
         return {
             "node_id": self.node_id,
@@ -701,17 +711,6 @@ class Node(Container):
             "url": self._url,
             "uptime_s": round(now - self._started_at, 3) if self._started_at else 0.0,
             "peers": peers,
-            "members": [
-                {
-                    "url": member.url,
-                    "node_id": member.node_id,
-                    "state": member.state.value,
-                    "last_contact_s_ago": round(now - member.last_contact, 3)
-                    if member.last_contact is not None
-                    else None,
-                }
-                for member in self.members()
-            ],
         }
 
     def state_json(self) -> dict[str, Any]:

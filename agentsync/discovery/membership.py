@@ -57,6 +57,8 @@ LEARNED_SOURCES: frozenset[str] = frozenset({"mdns", "exchange"})
 """Sources another host controls: only these count against ``max_members``."""
 MAX_URL_CHARS = 2048
 """The longest URL accepted (the same bound as ``transport.urls``)."""
+MIN_NEWS = 64
+"""News is compacted only past twice this many items (or twice the members)."""
 _MAX_EXPONENT = 64
 """Past this many failures the backoff window is capped anyway; it keeps 2**n small."""
 
@@ -182,6 +184,10 @@ class Membership:
         self._rng = rng
         self._members: dict[str, _Entry] = {}
         self._now = -math.inf
+        self._news: list[tuple[str, str]] = []
+        """``(node_id, url)`` of each member in the order this node first reached it."""
+        self._news_base = 0
+        """The cursor of ``_news[0]``: compaction drops what came before."""
 
     # -- what the Node tells it -------------------------------------------------
 
@@ -227,10 +233,13 @@ class Membership:
         entry = self._members.get(url)
         if entry is None:
             return None
+        news = entry.last_contact is None or entry.node_id != node_id
         entry.node_id = node_id  # a restart with another id is recorded too
         entry.last_contact = now
         entry.retry_at = None
         entry.failures = 0
+        if news:  # reached first-hand, or under a new id
+            self._tell(node_id, url)
         return self._move(entry, MemberState.ALIVE, now)
 
     def on_failure(self, url: str, now: float) -> Transition | None:
@@ -308,22 +317,29 @@ class Membership:
         """Alive and suspect members, for the random fanout (dead ones only get retries)."""
         return [url for url, entry in self._members.items() if entry.state is not MemberState.DEAD]
 
-    def sample(self, k: int) -> list[tuple[str, str]]:
-        """Up to ``k`` (node_id, url) pairs to tell a peer of, chosen at random.
+    def news(self, cursor: int, limit: int) -> tuple[list[tuple[str, str]], int]:
+        """Up to ``limit`` (node_id, url) pairs to tell a peer of, and the cursor after them.
 
-        Only alive members this node has itself exchanged with: hearsay
-        (a URL a peer claimed, never reached) is not passed on, so a bogus
-        address dies out instead of circulating.
+        Peer exchange disseminates news, as SWIM piggybacks updates: a member
+        is told of once, when this node first reached it (or reached it
+        under a new id), so an idle exchange carries no members. The caller
+        keeps one cursor per peer, starting at 0 (everything current). Only
+        members still alive and reached by this node itself are told of:
+        hearsay (a URL a peer claimed, never reached) is not passed on, so a
+        bogus address dies out instead of circulating.
         """
-        _check_count(k, "k")
-        known = [
-            (entry.node_id, url)
-            for url, entry in self._members.items()
-            if entry.state is MemberState.ALIVE
-            and entry.last_contact is not None
-            and entry.node_id is not None
-        ]
-        return self._rng.sample(known, min(k, len(known)))
+        _check_count(cursor, "cursor")
+        _check_count(limit, "limit")
+        told: list[tuple[str, str]] = []
+        index = max(cursor - self._news_base, 0)
+        news = self._news
+        while index < len(news) and len(told) < limit:
+            node_id, url = news[index]
+            index += 1
+            entry = self._members.get(url)
+            if entry is not None and entry.node_id == node_id and entry.state is MemberState.ALIVE:
+                told.append((node_id, url))
+        return told, self._news_base + index
 
     def members(self) -> list[Member]:
         """Every member, sorted by URL."""
@@ -350,6 +366,18 @@ class Membership:
         """
         self._now = max(self._now, _check_time(now, "now"))
         return self._now
+
+    def _tell(self, node_id: str, url: str) -> None:
+        """Add news; past twice the members, start over from the members reached."""
+        news = self._news
+        news.append((node_id, url))
+        if len(news) > 2 * max(len(self._members), MIN_NEWS):
+            self._news_base += len(news)  # every older cursor now reads from the start
+            self._news = [
+                (entry.node_id, entry.url)
+                for entry in self._members.values()
+                if entry.node_id is not None and entry.last_contact is not None
+            ]
 
     def _move(self, entry: _Entry, new: MemberState, now: float) -> Transition | None:
         old = entry.state

@@ -30,12 +30,20 @@ HEALTH: dict[str, Any] = {
     "url": "http://127.0.0.1:9",
     "uptime_s": 3725.0,
     "peers": [
-        {"url": "http://127.0.0.1:8002", "node_id": None, "failures": 4, "last_ok_s_ago": None},
-        {"url": "http://127.0.0.1:8001", "node_id": "beta", "failures": 0, "last_ok_s_ago": 0.25},
-    ],
-    "members": [
-        {"url": "http://127.0.0.1:8001", "node_id": "beta", "state": "alive"},
-        {"url": "http://127.0.0.1:8002", "node_id": None, "state": "dead"},
+        {
+            "url": "http://127.0.0.1:8002",
+            "node_id": None,
+            "state": "dead",
+            "failures": 4,
+            "last_ok_s_ago": None,
+        },
+        {
+            "url": "http://127.0.0.1:8001",
+            "node_id": "beta",
+            "state": "alive",
+            "failures": 0,
+            "last_ok_s_ago": 0.25,
+        },
     ],
 }
 STATE: dict[str, Any] = {

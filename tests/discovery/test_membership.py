@@ -23,6 +23,7 @@ from agentsync.discovery import (
     MemberState,
     Transition,
 )
+from agentsync.discovery.membership import MIN_NEWS
 
 ALIVE, SUSPECT, DEAD = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD
 PEER = "http://10.0.0.2:8000"
@@ -309,7 +310,7 @@ def test_adding_a_known_url_updates_its_claimed_id_and_can_make_it_a_seed() -> N
     assert m.get(PEER).source == "seed"  # type: ignore[union-attr]
 
 
-def test_sample_offers_only_alive_members_this_node_reached() -> None:
+def test_news_tells_of_alive_members_this_node_reached_once_each() -> None:
     m = _membership()
     urls = [f"http://10.0.2.{i}:8000" for i in range(10)]
     for i, url in enumerate(urls):
@@ -317,23 +318,42 @@ def test_sample_offers_only_alive_members_this_node_reached() -> None:
     for i in range(6):
         m.on_success(urls[i], f"n{i}", 1.0)
     m.on_failure(urls[5], 2.0)
-    offered = {(f"n{i}", urls[i]) for i in range(5)}
-    assert set(m.sample(10)) == offered
-    picks = m.sample(3)
-    assert len(picks) == len(set(picks)) == 3
-    assert set(picks) <= offered
-    assert m.sample(0) == []
-    assert _membership(seed=9).sample(4) == []
+    offered = [(f"n{i}", urls[i]) for i in range(5)]  # not hearsay, not a suspect
+    assert m.news(0, 16) == (offered, 6)
+    first, cursor = m.news(0, 3)
+    assert first == offered[:3]
+    rest, cursor = m.news(cursor, 16)
+    assert first + rest == offered
+    assert m.news(cursor, 16) == ([], cursor), "an idle peer is told of nothing"
+    m.on_success(urls[0], "n0", 3.0)
+    assert m.news(cursor, 16) == ([], cursor), "a known member is no news"
+    m.on_success(urls[0], "n0-restarted", 4.0)
+    m.on_success(urls[6], "n6", 4.0)
+    assert m.news(cursor, 16)[0] == [("n0-restarted", urls[0]), ("n6", urls[6])]
+    assert m.news(0, 0) == ([], 0)
+    assert _membership(seed=9).news(0, 4) == ([], 0)
+
+
+def test_news_is_compacted_and_old_cursors_read_it_from_the_start() -> None:
+    m = _membership()
+    url = "http://10.0.2.1:8000"
+    m.add(url, now=0.0, source="seed")
+    _, cursor = m.news(0, 16)
+    for i in range(200):  # one member restarting under new ids: the news must not grow
+        m.on_success(url, f"n{i}", float(i))
+    assert len(m._news) <= 2 * MIN_NEWS
+    assert m.news(cursor, 16)[0] == [("n199", url)]
+    assert m.news(0, 16)[0] == [("n199", url)]
 
 
 def test_a_same_seed_gives_the_same_choices() -> None:
-    def run(seed: int) -> tuple[list[tuple[str, str]], float | None]:
+    def run(seed: int) -> tuple[list[str], float | None]:
         m = _membership(seed)
         for i in range(20):
             m.add(f"http://10.0.3.{i}:1", now=0.0, source="mdns")
             m.on_success(f"http://10.0.3.{i}:1", f"n{i}", 0.0)
         _dead(m, 10.0)
-        return m.sample(5), m.get(PEER).retry_at  # type: ignore[union-attr]
+        return m.due(20.0, limit=5), m.get(PEER).retry_at  # type: ignore[union-attr]
 
     assert run(4) == run(4)
     assert run(4) != run(5)
@@ -413,8 +433,8 @@ def test_bad_arguments_are_refused_with_a_clear_error() -> None:
         m.add(PEER, now=0.0, source="seed", node_id="")
     with pytest.raises(TypeError, match="node_id"):
         m.on_success(PEER, None, 0.0)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="k must be"):
-        m.sample(-1)
+    with pytest.raises(ValueError, match="cursor must be"):
+        m.news(-1, 1)
     with pytest.raises(TypeError, match="limit must be"):
         m.due(0.0, limit=1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="rng"):
@@ -505,10 +525,11 @@ class MembershipMachine(RuleBasedStateMachine):
             self.named[url] = self.now
 
     @precondition(lambda self: len(self.m) > 0)
-    @rule(k=st.integers(0, 5))
-    def sample(self, k: int) -> None:
-        pairs = self.m.sample(k)
+    @rule(k=st.integers(0, 5), cursor=st.integers(0, 50))
+    def news(self, k: int, cursor: int) -> None:
+        pairs, after = self.m.news(cursor, k)
         assert len(pairs) <= k
+        assert after >= 0
         for node_id, url in pairs:
             member = self.m.get(url)
             assert member is not None

@@ -39,7 +39,8 @@ def test_a_node_learns_peers_from_its_seed_by_peer_exchange() -> None:
             await converge(nodes)
             ids = {member.url: member.node_id for member in a.members()}
             assert ids == {b.url: "b", c.url: "c"}
-            assert {m["url"] for m in a.health()["members"]} == {b.url, c.url}
+            peers = {p["url"]: p["state"] for p in a.health()["peers"]}
+            assert peers == {b.url: "alive", c.url: "alive"}
         finally:
             await stop_all(nodes)
 
@@ -78,3 +79,33 @@ def test_seeds_are_checked_like_peers() -> None:
         Node("a", seeds=["not a url"])
     with pytest.raises(TypeError):
         Node("a", discovery=1)  # type: ignore[arg-type]
+
+
+def test_an_idle_exchange_names_no_members_once_each_peer_was_told() -> None:
+    """Peer exchange sends news, not samples: idle links stay under 100 bytes both ways."""
+
+    async def main() -> None:
+        c = Node("c", gossip_interval=FAST)
+        await c.start()
+        b = Node("b", gossip_interval=FAST, peers=[c.url])
+        await b.start()
+        a = Node("a", gossip_interval=FAST, seeds=[b.url])
+        await a.start()
+        nodes = [a, b, c]
+        try:
+            await eventually(lambda: len(a.peers) == 2, "a learns c")
+            await converge(nodes)
+            await a.sync_now()  # everything a was to tell or be told is told now
+            await b.sync_now()
+            m = a.metrics
+            bytes_before, rounds_before = m.bytes_sent + m.bytes_received, m.rounds
+            for _ in range(5):
+                await a.sync_now()
+            m = a.metrics  # each round is one exchange, either side starting it
+            spent, rounds = m.bytes_sent + m.bytes_received - bytes_before, m.rounds - rounds_before
+            assert rounds >= 10
+            assert spent / rounds < 100, f"{spent} bytes over {rounds} idle exchanges"
+        finally:
+            await stop_all(nodes)
+
+    run(main())
