@@ -23,15 +23,20 @@ def states(node: Node) -> dict[str, MemberState]:
     return {member.url: member.state for member in node.members()}
 
 
+async def seeded_line() -> list[Node]:
+    """a has only the seed b, and b only the peer c: a can learn c from b alone."""
+    c = Node("c", gossip_interval=FAST)
+    await c.start()
+    b = Node("b", gossip_interval=FAST, peers=[c.url])
+    await b.start()
+    a = Node("a", gossip_interval=FAST, seeds=[b.url])
+    await a.start()
+    return [a, b, c]
+
+
 def test_a_node_learns_peers_from_its_seed_by_peer_exchange() -> None:
     async def main() -> None:
-        c = Node("c", gossip_interval=FAST)
-        await c.start()
-        b = Node("b", gossip_interval=FAST, peers=[c.url])
-        await b.start()
-        a = Node("a", gossip_interval=FAST, seeds=[b.url])
-        await a.start()
-        nodes = [a, b, c]
+        a, b, c = nodes = await seeded_line()
         try:
             c.counter("hits").increment()
             await eventually(lambda: c.url in a.peers, "a learns c from its seed b")
@@ -85,13 +90,7 @@ def test_an_idle_exchange_names_no_members_once_each_peer_was_told() -> None:
     """Peer exchange sends news, not samples: idle links stay under 100 bytes both ways."""
 
     async def main() -> None:
-        c = Node("c", gossip_interval=FAST)
-        await c.start()
-        b = Node("b", gossip_interval=FAST, peers=[c.url])
-        await b.start()
-        a = Node("a", gossip_interval=FAST, seeds=[b.url])
-        await a.start()
-        nodes = [a, b, c]
+        a, b, _ = nodes = await seeded_line()
         try:
             await eventually(lambda: len(a.peers) == 2, "a learns c")
             await converge(nodes)

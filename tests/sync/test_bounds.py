@@ -260,26 +260,28 @@ def test_a_forgotten_peer_releases_the_buffer_and_is_repaired_when_it_returns() 
 # -- what reordering costs ------------------------------------------------------------------
 
 
+def both_ways(a: SyncEngine, b: SyncEngine) -> None:
+    """One exchange started by each side, with no loss."""
+    settle(a, b, rounds=1)
+    settle(b, a, rounds=1)
+
+
 def test_a_late_duplicate_request_costs_no_snapshot() -> None:
     a = SyncEngine("a", epoch=1)
     b = SyncEngine("b", epoch=2)
 
-    def both_ways() -> None:
-        settle(a, b, rounds=1)
-        settle(b, a, rounds=1)
-
     for _ in range(3):
-        both_ways()
+        both_ways(a, b)
     a.record_local(a.state.update("s", ORSet, adding("x")))
-    both_ways()
+    both_ways(a, b)
     stale = encode_message(b.request("a"))  # b's ack of a as it is now
     a.record_local(a.state.update("s", ORSet, adding("y")))
-    both_ways()
-    both_ways()  # b holds y, and a knows it and released y from its buffer
+    both_ways(a, b)
+    both_ways(a, b)  # b holds y, and a knows it and released y from its buffer
     a.record_local(a.state.update("s", ORSet, adding("z")))
     a.on_request(decode_message(stale))  # the stale request turns up late
     for _ in range(5):
-        both_ways()
+        both_ways(a, b)
     assert a.state == b.state
     assert a.metrics.full_state_fallbacks == 0, "a sent b its whole state to deliver z"
 
@@ -317,12 +319,8 @@ def test_a_late_duplicate_of_a_rewind_costs_no_snapshot(first_copy: str) -> None
     a = SyncEngine("a", epoch=1)
     b = SyncEngine("b", epoch=2)
 
-    def both_ways() -> None:
-        settle(a, b, rounds=1)
-        settle(b, a, rounds=1)
-
     for _ in range(3):
-        both_ways()
+        both_ways(a, b)
     a.record_local(a.state.update("s", ORSet, adding("x")))
     held = encode_message(a.on_request(wire(b.request("a")))[0])  # carries x; held back
     a.record_local(a.state.update("s", ORSet, adding("y")))
@@ -333,12 +331,12 @@ def test_a_late_duplicate_of_a_rewind_costs_no_snapshot(first_copy: str) -> None
         a.on_response(decode_message(rewind))
     b.on_response(decode_message(held))  # the held response turns up
     for _ in range(3):
-        both_ways()
+        both_ways(a, b)
     assert a.state == b.state and a.metrics.full_state_fallbacks == 0
     a.record_local(a.state.update("s", ORSet, adding("z")))
     a.on_response(decode_message(rewind))  # a duplicate of the rewind, late
     for _ in range(5):
-        both_ways()
+        both_ways(a, b)
     assert a.state == b.state
     assert a.metrics.full_state_fallbacks == 0, "a sent b its whole state to deliver z"
 
