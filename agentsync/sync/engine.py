@@ -128,8 +128,6 @@ class PeerState:
     wants_snapshot: bool = False
     last_transfer: int = 0
     """The newest snapshot transfer from the peer seen so far (older pieces are stale)."""
-    done_transfer: int = 0
-    """The newest transfer from the peer that was merged or given up."""
     outgoing: _Outgoing | None = None
     incoming: _Incoming | None = None
 
@@ -298,7 +296,7 @@ class SyncEngine:
         if incoming is not None and (peer.merged or 0) >= incoming.seq:
             # This node holds what the snapshot would bring (from another
             # peer, say), and the sender drops its side on seeing the ack.
-            _end_incoming(peer)
+            peer.incoming = None
         self._peers[sender] = peer
         if message.replica is not None:
             peer.replica = message.replica
@@ -343,7 +341,7 @@ class SyncEngine:
         if theirs <= mine:
             _raise_merged(peer, message.seq)
         else:
-            _end_incoming(peer)  # a context says it sends no snapshot now
+            peer.incoming = None  # a context says it sends no snapshot now
             peer.wants_snapshot = True
         self._buffer.seal()
         if mine <= theirs:
@@ -367,12 +365,12 @@ class SyncEngine:
             return frozenset()  # a duplicate or out of order: the want asks again
         incoming.size += len(piece.data)
         if incoming.size > MAX_ENCODED_BYTES:
-            _end_incoming(peer)
+            peer.incoming = None
             raise ProtocolError(f"a snapshot larger than {MAX_ENCODED_BYTES} bytes")
         incoming.parts.append(piece.data)
         if len(incoming.parts) < incoming.count:
             return frozenset()
-        _end_incoming(peer)
+        peer.incoming = None
         try:
             full = decode(b"".join(incoming.parts), ORMap)
             if full.is_delta:
@@ -614,13 +612,6 @@ def _joined(entries: list[Entry]) -> ORMap:
     for entry in entries[1:]:
         group._absorb(entry.delta)
     return group
-
-
-def _end_incoming(peer: PeerState) -> None:
-    """End the incoming transfer (merged, given up or not needed): its pieces are stale now."""
-    if peer.incoming is not None:
-        peer.done_transfer = peer.incoming.transfer
-        peer.incoming = None
 
 
 def _raise_merged(peer: PeerState, seq: int) -> None:

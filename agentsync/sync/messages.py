@@ -1,7 +1,7 @@
 """Sync messages: what two nodes say to each other, and its validated wire form.
 
 One message type serves as both the request and the response of a push-pull
-exchange. It is a msgpack array of 13 or 14 items, documented in
+exchange. It is a msgpack array of 13 to 15 items, documented in
 ``docs/protocol.md``::
 
     [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base,
@@ -41,14 +41,15 @@ MAX_PIECES = 1 << 16
 MAX_DELTAS = 64
 """The most buffered deltas one message carries (also the longest array decoded)."""
 
-_RESPONSE = 1
-_REWIND = 2
 MAX_MEMBERS = 16
 """The most peers one message may name for peer exchange."""
 MAX_MEMBER_URL_CHARS = 256
+
+_RESPONSE = 1
+_REWIND = 2
 _KNOWS_REPLICA = 4
 _FIELDS = 13
-"""The items of a revision 1.0 message; revision 1.1 adds ``refusals``."""
+"""The items of a revision 1.0 message; revision 1.1 adds ``refusals`` and ``members``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,7 @@ class SyncMessage:
     count came before it, so a late or duplicated rewind does not count.
     """
     members: tuple[tuple[str, str], ...] = ()
-    """``(node_id, url)`` of a few peers the sender knows, for peer exchange (revision 1.1).
+    """``(node_id, url)`` of peers the sender tells of, for peer exchange (revision 1.1).
 
     The engine carries them and nothing more: the Node fills them in and
     treats what it receives as untrusted hints (its membership validates,
