@@ -126,7 +126,6 @@ class Node(Container):
         incarnation = f"{node_id}.{secrets.token_hex(8)}"  # never reissue a dot after a restart
         self._engine = SyncEngine(node_id, cluster=cluster, state=ORMap(incarnation))
         self._lock = threading.RLock()
-        self._peers: dict[str, str | None] = {}  # url -> node id, once known
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._retell_at = 0.0
         self._inflight: builtins.set[str] = builtins.set()
@@ -418,8 +417,6 @@ class Node(Container):
             if base == self._url:
                 return
             self._membership.add(base, now=time.monotonic(), node_id=node_id, source=source)
-            if base in self._membership:  # not refused by the bound on learned members
-                self._peers.setdefault(base, None)
 
     def members(self) -> list[Member]:
         """Every member with its node id, URL, state and last contact (``time.monotonic()``)."""
@@ -430,14 +427,13 @@ class Node(Container):
         """Stop gossiping with the node at ``url`` (it may still contact this node)."""
         base = normalize_url(url)
         with self._lock:
-            self._peers.pop(base, None)
             self._membership.remove(base)
 
     @property
     def peers(self) -> list[str]:
         """The base URLs of the known peers."""
         with self._lock:
-            return list(self._peers)
+            return list(self._membership)
 
     async def sync_now(self) -> None:
         """Run one push-pull exchange with every known peer; return when all are done or failed."""
@@ -478,7 +474,7 @@ class Node(Container):
         """
         assert self._client is not None
         with self._lock:
-            candidates = [url for url in self._membership.gossip_candidates() if url in self._peers]
+            candidates = self._membership.gossip_candidates()
         ready = [url for url in candidates if self._client.ready(url)]
         if limit is None:
             ready = [url for url in ready if not self._exchanged_lately(url)]
@@ -496,9 +492,7 @@ class Node(Container):
                 now = time.monotonic()
                 for transition in self._membership.tick(now):
                     self._noted(transition)
-                due = [
-                    u for u in self._membership.due(now, limit=PROBES_PER_TICK) if u in self._peers
-                ]
+                due = self._membership.due(now, limit=PROBES_PER_TICK)
             if due:
                 try:
                     await asyncio.gather(*(self._exchange(url) for url in due))
@@ -506,14 +500,12 @@ class Node(Container):
                     log.exception("a probe round failed")
 
     def _noted(self, transition: Transition | None) -> None:
-        """Log a member's change of state; forget a removed one (under the lock)."""
+        """Log a member's change of state."""
         if transition is None:
             return
         new = transition.new.value if transition.new is not None else "removed"
         log.info("peer %s (%s): %s -> %s", transition.url, transition.node_id,
                  transition.old.value, new)  # fmt: skip
-        if transition.new is None:
-            self._peers.pop(transition.url, None)
 
     async def _announce(self) -> None:
         """Announce this node over mDNS and take the peers of its cluster that announce."""
@@ -599,8 +591,9 @@ class Node(Container):
         if client is None:
             return None
         with self._lock:
-            request = self._engine.request(self._peers.get(url))
-            request = replace(request, members=self._news_for(self._peers.get(url) or url, url))
+            peer_id = self._membership.peer_id(url)
+            request = self._engine.request(peer_id)
+            request = replace(request, members=self._news_for(peer_id or url, url))
             body = encode_message(request)
             self._engine.metrics.bytes_sent += len(body)
         try:
@@ -621,10 +614,7 @@ class Node(Container):
         try:
             with self._lock:
                 changed = self._engine.on_response(response)  # counts its own errors
-                now = time.monotonic()
-                if url in self._peers:
-                    self._peers[url] = response.sender
-                    self._noted(self._membership.on_success(url, response.sender, now))
+                self._noted(self._membership.on_success(url, response.sender, time.monotonic()))
                 self._learn(response.members)
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
@@ -646,7 +636,7 @@ class Node(Container):
             raise
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
-            url = self._url_of(message.sender)
+            url = self._membership.url_of(message.sender)
             data = encode_message(replace(reply, members=self._news_for(message.sender, url)))
             if url is not None:  # a peer this node gossips with: it is alive
                 self._noted(self._membership.on_success(url, message.sender, time.monotonic()))
@@ -657,12 +647,7 @@ class Node(Container):
 
     def _failed(self, url: str) -> None:
         with self._lock:
-            if url in self._peers:
-                self._noted(self._membership.on_failure(url, time.monotonic()))
-
-    def _url_of(self, peer_id: str) -> str | None:
-        """The URL this node gossips with ``peer_id`` at, if any (under the lock)."""
-        return next((url for url, known in self._peers.items() if known == peer_id), None)
+            self._noted(self._membership.on_failure(url, time.monotonic()))
 
     def _news_for(self, peer: str, url: str | None) -> tuple[tuple[str, str], ...]:
         """The members to name in a message to ``peer`` (at ``url``): what it was not told yet.
@@ -692,16 +677,15 @@ class Node(Container):
         with self._lock:
             peers = [
                 {
-                    "url": url,
-                    "node_id": peer_id,
-                    "state": member.state.value if member is not None else None,
-                    "failures": client.failures(url) if client else 0,
+                    "url": member.url,
+                    "node_id": member.node_id if member.last_contact is not None else None,
+                    "state": member.state.value,
+                    "failures": client.failures(member.url) if client else 0,
                     "last_ok_s_ago": round(now - member.last_contact, 3)
-                    if member is not None and member.last_contact is not None
+                    if member.last_contact is not None
                     else None,
                 }
-                for url, peer_id in self._peers.items()
-                for member in [self._membership.get(url)]
+                for member in self._membership.members()
             ]
         return {
             "node_id": self.node_id,
@@ -737,7 +721,7 @@ class Node(Container):
                     "Snapshots sent to peers with no usable ack.",
                     m.full_state_fallbacks,
                 ),
-                ("peers", "gauge", "Known peers.", len(self._peers)),
+                ("peers", "gauge", "Known peers.", len(self._membership)),
                 (
                     "delta_buffer_bytes",
                     "gauge",

@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -349,6 +350,22 @@ class Membership:
         """The member at ``url``, or None."""
         entry = self._members.get(url)
         return entry.snapshot() if entry is not None else None
+
+    def peer_id(self, url: str) -> str | None:
+        """The node id an exchange with ``url`` returned (a claim does not count), or None."""
+        entry = self._members.get(url)
+        return entry.node_id if entry is not None and entry.last_contact is not None else None
+
+    def url_of(self, node_id: str) -> str | None:
+        """The URL of the member whose exchanges returned ``node_id``, if any."""
+        for url, entry in self._members.items():
+            if entry.node_id == node_id and entry.last_contact is not None:
+                return url
+        return None
+
+    def __iter__(self) -> Iterator[str]:
+        """The members' URLs, in the order they became known."""
+        return iter(list(self._members))
 
     def __len__(self) -> int:
         return len(self._members)

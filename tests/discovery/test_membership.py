@@ -557,3 +557,14 @@ class MembershipMachine(RuleBasedStateMachine):
 
 TestMembershipMachine = MembershipMachine.TestCase
 TestMembershipMachine.settings = settings(stateful_step_count=80)
+
+
+def test_only_an_exchange_confirms_a_members_id() -> None:
+    m = _membership()
+    m.add(PEER, now=0.0, source="exchange", node_id="claimed")
+    m.add(OTHER, now=0.0, source="seed")
+    assert list(m) == [PEER, OTHER], "iteration keeps the order members became known"
+    assert m.peer_id(PEER) is None and m.url_of("claimed") is None, "a claim is not an id"
+    m.on_success(PEER, "real", 1.0)
+    assert m.peer_id(PEER) == "real" and m.url_of("real") == PEER
+    assert m.peer_id("http://10.9.9.9:1") is None and m.url_of("nobody") is None
