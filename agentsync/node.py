@@ -41,7 +41,7 @@ from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.transport.client import SyncClient
 from agentsync.transport.server import SyncServer
-from agentsync.transport.urls import normalize_url
+from agentsync.transport.urls import at_address, is_loopback, is_wildcard, normalize_url
 
 log = logging.getLogger("agentsync.node")
 
@@ -58,6 +58,8 @@ EXCHANGE_TIMEOUT_S = 1.0
 off must fail fast for the failure detector's bound (``docs/membership.md``)."""
 PROBES_PER_TICK = 16
 """At most this many probes start at once (after a flood of learned members)."""
+MAX_ECHOES = 16
+"""Requests this node sent to itself, remembered until the requester sees the refusal."""
 RETELL_S = 30.0
 """How often every peer is told of every member again (news lost in transit)."""
 TOLD_PEERS = 4096
@@ -86,9 +88,10 @@ class Node(Container):
     ``node_id`` names the node to its peers; without one, a random id is
     made. ``peers`` are base URLs of other nodes (``http://host:port``).
     ``seeds`` are URLs of nodes to start from, and ``discovery`` finds nodes
-    on the LAN over mDNS; with either, the node also learns the members its
-    peers name (peer exchange), and with only ``peers`` it keeps exactly
-    those. Every member is judged alive, suspect or dead (``members()``).
+    on the LAN over mDNS. The node learns the members its peers name (peer
+    exchange), and the nodes that introduce themselves to it, unless it was
+    given only ``peers``: then it keeps exactly those. Every member is
+    judged alive, suspect or dead (``members()``).
     ``data_dir`` is reserved for durable storage (the directory is created
     now; replicas are kept in memory).
     """
@@ -115,6 +118,7 @@ class Node(Container):
         )  # fmt: skip
         if isinstance(peers, str) or isinstance(seeds, str):
             raise TypeError("peers and seeds must be iterables of URLs, not one str")
+        peers = list(peers)
         seed_urls = [normalize_url(url) for url in seeds]
         self.node_id = node_id
         self.cluster = cluster
@@ -127,6 +131,7 @@ class Node(Container):
         self._engine = SyncEngine(node_id, cluster=cluster, state=ORMap(incarnation))
         self._lock = threading.RLock()
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
+        self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
         self._retell_at = 0.0
         self._inflight: builtins.set[str] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
@@ -136,8 +141,8 @@ class Node(Container):
         self._rng = random.Random()
         self.discovery = discovery
         self._membership = Membership(rng=self._rng)
-        self._learns = discovery or bool(seed_urls)
-        """Whether peers named in messages become members (dynamic membership)."""
+        self._learns = discovery or bool(seed_urls) or not peers
+        """Whether peers named in messages become members (all but a fixed ``peers`` list)."""
         self._server: SyncServer | None = None
         self._client: SyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -510,6 +515,9 @@ class Node(Container):
     async def _announce(self) -> None:
         """Announce this node over mDNS and take the peers of its cluster that announce."""
         wildcard = self.host in ("0.0.0.0", "::")
+        if self._url is not None and is_loopback(self._url):
+            log.warning("mDNS: this node serves %s, which no other host can reach; "
+                        "bind host='0.0.0.0' to be found", self._url)  # fmt: skip
         try:
             mdns = MdnsDiscovery(
                 node_id=self.node_id, cluster=self.cluster, port=self.port,
@@ -535,20 +543,35 @@ class Node(Container):
             return
         self._add_member(base, "mdns", peer.node_id)
 
-    def _learn(self, members: tuple[tuple[str, str], ...]) -> None:
+    def _learn(
+        self,
+        members: tuple[tuple[str, str], ...],
+        *,
+        sender: str,
+        peer_url: str | None,
+        remote: str | None = None,
+    ) -> None:
         """Take the members a peer named as hints: membership probes them before trusting.
 
         Only with discovery or seeds: a node given only ``peers`` keeps exactly
-        that topology (a line stays a line).
+        that topology (a line stays a line). A request names its sender too
+        (``_news_for``); a sender bound to a wildcard address is taken at the
+        ``remote`` address its request came from. Loopback URLs are taken only
+        from a peer on loopback (at ``peer_url``): they would name the wrong host.
         """
         if not self._learns:
             return
+        local = peer_url is None or is_loopback(peer_url)
         for node_id, url in members:
             if node_id == self.node_id:
                 continue
             try:
                 base = normalize_url(url)
+                if node_id == sender and is_wildcard(base) and remote is not None:
+                    base = at_address(base, remote)
             except ValueError:
+                continue
+            if is_wildcard(base) or (is_loopback(base) and not local):
                 continue
             self._add_member(base, "exchange", node_id)
 
@@ -593,12 +616,19 @@ class Node(Container):
         with self._lock:
             peer_id = self._membership.peer_id(url)
             request = self._engine.request(peer_id)
-            request = replace(request, members=self._news_for(peer_id or url, url))
+            news = self._news_for(peer_id or url, url, introduce=True)
+            request = replace(request, members=news)
             body = encode_message(request)
             self._engine.metrics.bytes_sent += len(body)
         try:
             reply = await client.exchange(url, body)
         except PeerUnavailableError as exc:
+            if hash(body) in self._echoes:  # handle_sync saw this very request
+                self._echoes.clear()
+                with self._lock:
+                    self._membership.remove(url)
+                log.info("%s is this node itself (a seed or a hint): dropped", url)
+                return None
             log.debug("exchange with %s failed: %s", url, exc)
             self._failed(url)
             return None
@@ -615,7 +645,7 @@ class Node(Container):
             with self._lock:
                 changed = self._engine.on_response(response)  # counts its own errors
                 self._noted(self._membership.on_success(url, response.sender, time.monotonic()))
-                self._learn(response.members)
+                self._learn(response.members, sender=response.sender, peer_url=url)
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
             self._failed(url)
@@ -625,8 +655,12 @@ class Node(Container):
 
     # -- what the server calls (transport.server.SyncHandler) ------------------------
 
-    def handle_sync(self, body: bytes) -> bytes:
-        """Answer a peer's exchange (DecodeError/ProtocolError: the transport says 4xx)."""
+    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
+        """Answer a peer's exchange (DecodeError/ProtocolError: the transport says 4xx).
+
+        ``remote`` is the address the request came from: a sender bound to a
+        wildcard address is reachable there (see ``_learn``).
+        """
         with self._lock:
             self._engine.metrics.bytes_received += len(body)
         try:
@@ -634,13 +668,17 @@ class Node(Container):
         except DecodeError:
             self.count_error()
             raise
+        own = message.sender == self.node_id and message.epoch == self._engine.epoch
+        if own and len(self._echoes) < MAX_ECHOES:  # refused below; the requester drops the URL
+            self._echoes.add(hash(body))
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
             url = self._membership.url_of(message.sender)
-            data = encode_message(replace(reply, members=self._news_for(message.sender, url)))
+            peer_url = url or _remote_url(remote)
+            data = encode_message(replace(reply, members=self._news_for(message.sender, peer_url)))
             if url is not None:  # a peer this node gossips with: it is alive
                 self._noted(self._membership.on_success(url, message.sender, time.monotonic()))
-            self._learn(message.members)
+            self._learn(message.members, sender=message.sender, peer_url=peer_url, remote=remote)
             self._engine.metrics.bytes_sent += len(data)
         self._changed(changed, local=False)
         return data
@@ -649,21 +687,34 @@ class Node(Container):
         with self._lock:
             self._noted(self._membership.on_failure(url, time.monotonic()))
 
-    def _news_for(self, peer: str, url: str | None) -> tuple[tuple[str, str], ...]:
+    def _news_for(
+        self, peer: str, url: str | None, *, introduce: bool = False
+    ) -> tuple[tuple[str, str], ...]:
         """The members to name in a message to ``peer`` (at ``url``): what it was not told yet.
 
         Under the lock. Each peer is told of each member once, and of every
-        member again each ``RETELL_S``, so an idle exchange names none.
+        member again each ``RETELL_S``, so an idle exchange names none. With
+        ``introduce`` (a request), the first message names this node too, so
+        that a seed learns the nodes that start from it. Loopback URLs go
+        only to a peer on loopback.
         """
         now = time.monotonic()
         told = self._told
         if now >= self._retell_at:
             told.clear()
             self._retell_at = now + RETELL_S
-        news, told[peer] = self._membership.news(told.pop(peer, 0), MAX_MEMBERS)
+        first = peer not in told
+        news, told[peer] = self._membership.news(told.pop(peer, 0), MAX_MEMBERS - introduce)
         if len(told) > TOLD_PEERS:
             del told[next(iter(told))]  # the peer heard from least recently
-        return tuple(member for member in news if member[1] != url)
+        if introduce and first and self._url is not None:
+            news.insert(0, (self.node_id, self._url))
+        local = url is not None and is_loopback(url)
+        return tuple(
+            (node_id, member)
+            for node_id, member in news
+            if member != url and (local or not is_loopback(member))
+        )
 
     def count_error(self) -> None:
         """Count a request the transport refused before it reached the engine."""
@@ -788,6 +839,14 @@ def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
     if queue.full():
         queue.get_nowait()
     queue.put_nowait(change)
+
+
+def _remote_url(remote: str | None) -> str | None:
+    """A URL for the address a request came from, to judge it (loopback or not), or None."""
+    try:
+        return at_address("http://0.0.0.0", remote) if remote is not None else None
+    except ValueError:
+        return None
 
 
 def to_json(value: Any) -> Any:

@@ -45,9 +45,10 @@ SHUTDOWN_TIMEOUT = 2.0
 class SyncHandler(Protocol):
     """What the server calls; the Node implements it. Every method is synchronous."""
 
-    def handle_sync(self, body: bytes) -> bytes:
+    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
         """Answer a sync request body with a response body.
 
+        ``remote`` is the IP address the request came from (None if unknown).
         Raise DecodeError or ProtocolError (400) or ClusterMismatchError (409),
         with state unchanged, to refuse it.
         """
@@ -186,7 +187,7 @@ class SyncServer:
     async def _sync(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         try:
-            reply = self._handler.handle_sync(body)
+            reply = self._handler.handle_sync(body, remote=request.remote)
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except (DecodeError, ProtocolError) as exc:

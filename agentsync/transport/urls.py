@@ -67,3 +67,37 @@ def _host(netloc: str, hostname: str, url: str) -> str:
 def base_url(host: str, port: int) -> str:
     """The http URL of a bound address (IPv6 hosts bracketed)."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _ip(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:
+        return None
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a base URL names this host's loopback (``localhost`` or a loopback address)."""
+    ip = _ip(url)
+    return urlsplit(url).hostname == "localhost" if ip is None else ip.is_loopback
+
+
+def is_wildcard(url: str) -> bool:
+    """Whether a base URL names an unspecified address (``0.0.0.0`` or ``[::]``), as a bind does."""
+    ip = _ip(url)
+    return ip is not None and ip.is_unspecified
+
+
+def at_address(url: str, address: str) -> str:
+    """``url`` with its host replaced by the IP ``address`` (ValueError if it is not one).
+
+    An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4
+    peer) becomes the IPv4 address.
+    """
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port is not None else ""
+    host = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+    return normalize_url(f"{parts.scheme}://{host}{port}")

@@ -37,7 +37,9 @@ def test_three_nodes_in_a_line_converge_transitively() -> None:
             b.register("who").set("b")
             await converge(nodes)
             assert c.value == {"hits": 2, "seen": frozenset({"from-c"}), "who": "b"}
-            assert a.peers == [b.url] and c.peers == []
+            # still a line: b has a fixed peer list, so only c (given none) takes the
+            # introduction of the node that contacts it, and nobody meets across b
+            assert a.peers == [b.url] and b.peers == [c.url] and c.peers == [b.url]
         finally:
             await stop_all(nodes)
 

@@ -5,13 +5,16 @@ Every wait polls with a deadline (``eventually``); no test sleeps and hopes.
 
 from __future__ import annotations
 
+import logging
 import time
+from dataclasses import replace
 
 import pytest
 
 from agentsync import Node
 from agentsync.discovery import MemberState
-from tests.node.helpers import converge, eventually, run, stop_all
+from agentsync.sync import SyncEngine, decode_message, encode_message
+from tests.node.helpers import converge, eventually, run, started, stop_all
 
 FAST = 0.05
 """A gossip interval that keeps the tests quick."""
@@ -106,5 +109,79 @@ def test_an_idle_exchange_names_no_members_once_each_peer_was_told() -> None:
             assert spent / rounds < 100, f"{spent} bytes over {rounds} idle exchanges"
         finally:
             await stop_all(nodes)
+
+    run(main())
+
+
+def test_nodes_that_share_one_seed_learn_each_other_through_it() -> None:
+    """The seed learns each joiner from its introduction, and passes it on."""
+
+    async def main() -> None:
+        seed = Node("seed", gossip_interval=FAST)  # configured with nothing: it takes introductions
+        await seed.start()
+        b = Node("b", gossip_interval=FAST, seeds=[seed.url])
+        c = Node("c", gossip_interval=FAST, seeds=[seed.url])
+        nodes = await started(b, c)
+        nodes.append(seed)
+        try:
+            await eventually(lambda: set(seed.peers) == {b.url, c.url}, "the seed learns b and c")
+            await eventually(lambda: states(b).get(c.url) is MemberState.ALIVE, "b learns c")
+            await eventually(lambda: states(c).get(b.url) is MemberState.ALIVE, "c learns b")
+        finally:
+            await stop_all(nodes)
+
+    run(main())
+
+
+def request_naming(sender: str, members: tuple[tuple[str, str], ...]) -> bytes:
+    engine = SyncEngine(sender)
+    return encode_message(replace(engine.request(None), members=members))
+
+
+def test_a_wildcard_introduction_is_taken_at_the_address_the_request_came_from() -> None:
+    node = Node("n")
+    body = request_naming("x", (("x", "http://0.0.0.0:7000"), ("y", "http://[::]:7001")))
+    reply = decode_message(node.handle_sync(body, remote="10.1.2.3"))
+    assert reply.members == ()
+    assert node.peers == ["http://10.1.2.3:7000"]  # y's wildcard names no host: dropped
+    node.handle_sync(body, remote="::ffff:10.1.2.4")  # a dual-stack socket's view of IPv4
+    assert node.peers == ["http://10.1.2.3:7000", "http://10.1.2.4:7000"]
+    node.handle_sync(body)  # no remote address: nothing to take the wildcard at
+    assert len(node.peers) == 2
+
+
+def test_loopback_urls_reach_only_peers_on_loopback() -> None:
+    node = Node("n")
+    naming = request_naming("x", (("x", "http://127.0.0.1:7000"), ("y", "http://localhost:7001")))
+    node.handle_sync(naming, remote="10.1.2.3")
+    assert node.peers == []  # they would name the wrong host
+    node.handle_sync(naming, remote="127.0.0.1")
+    assert node.peers == ["http://127.0.0.1:7000", "http://localhost:7001"]
+    node._membership.on_success("http://127.0.0.1:7000", "x", time.monotonic())  # reached
+    asking = request_naming("z", ())
+    assert decode_message(node.handle_sync(asking, remote="10.1.2.5")).members == ()
+    told = decode_message(node.handle_sync(request_naming("w", ()), remote="127.0.0.1")).members
+    assert told == (("x", "http://127.0.0.1:7000"),)
+
+
+def test_a_fixed_peer_list_takes_no_introductions() -> None:
+    node = Node("n", peers=["http://127.0.0.1:9"])
+    node.handle_sync(request_naming("x", (("x", "http://127.0.0.1:7000"),)), remote="127.0.0.1")
+    assert node.peers == ["http://127.0.0.1:9"]
+
+
+def test_a_node_given_itself_as_a_seed_drops_that_url(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agentsync.node")
+
+    async def main() -> None:
+        node = Node("n", gossip_interval=FAST)
+        await node.start()
+        try:
+            itself = f"http://localhost:{node.port}"  # its own URL by another name
+            node._add_member(itself, "seed")
+            await eventually(lambda: node.peers == [], "the node drops its own URL")
+            assert f"{itself} is this node itself" in caplog.text
+        finally:
+            await node.stop()
 
     run(main())

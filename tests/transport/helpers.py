@@ -45,7 +45,7 @@ class FakeHandler:
         self.errors = 0
         self.fail_with: Exception | None = None
 
-    def handle_sync(self, body: bytes) -> bytes:
+    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
         self.bodies.append(body)
         if self.fail_with is not None:
             raise self.fail_with

@@ -6,7 +6,7 @@ import pytest
 
 from agentsync.transport import normalize_url
 from agentsync.transport.client import normalize_url as from_client
-from agentsync.transport.urls import base_url
+from agentsync.transport.urls import at_address, base_url, is_loopback, is_wildcard
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,32 @@ def test_server_urls_bracket_ipv6_hosts() -> None:
     assert base_url("127.0.0.1", 80) == "http://127.0.0.1:80"
     assert base_url("::1", 80) == "http://[::1]:80"
     assert normalize_url(base_url("::1", 80)) == "http://[::1]:80"
+
+
+@pytest.mark.parametrize(
+    ("url", "loopback", "wildcard"),
+    [
+        ("http://127.0.0.1:7000", True, False),
+        ("http://127.9.9.9", True, False),
+        ("http://[::1]:7000", True, False),
+        ("http://localhost:7000", True, False),
+        ("http://0.0.0.0:7000", False, True),
+        ("http://[::]:7000", False, True),
+        ("http://10.1.2.3:7000", False, False),
+        ("http://[fd00::1]:7000", False, False),
+        ("http://agent-a.local:7000", False, False),
+    ],
+)
+def test_loopback_and_wildcard_urls_are_told_apart(
+    url: str, loopback: bool, wildcard: bool
+) -> None:
+    assert (is_loopback(url), is_wildcard(url)) == (loopback, wildcard)
+
+
+def test_at_address_swaps_the_host_and_unmaps_ipv4() -> None:
+    assert at_address("http://0.0.0.0:7000", "10.1.2.3") == "http://10.1.2.3:7000"
+    assert at_address("http://[::]:7000", "fd00::1") == "http://[fd00::1]:7000"
+    assert at_address("http://[::]:7000", "::ffff:10.1.2.3") == "http://10.1.2.3:7000"
+    assert at_address("https://0.0.0.0", "10.1.2.3") == "https://10.1.2.3"
+    with pytest.raises(ValueError):
+        at_address("http://0.0.0.0:7000", "not-an-ip")
