@@ -6,8 +6,10 @@ carries a prefix unique to the run. Host ``i`` (1-based) has an interface
 ``eth<b>`` on each bridge ``b`` it joins, with the addresses
 ``10.77.<net+b>.<i>/24`` and ``fd77:<net>:<b>::<i>/64`` (the /24s are picked
 per run too) and an IPv6 link-local address. A router host, if asked for,
-joins every bridge with IP forwarding off, so link-local multicast (mDNS)
-stays on its own bridge.
+joins every bridge and forwards between them, and every other host routes
+through it: hosts on different bridges can reach each other, as subnets of
+one site can, while link-local multicast (mDNS) stays on its own bridge, as
+routers never forward it.
 
 Use the ``netns_hosts`` fixture (import it into the test module), or
 ``make_hosts`` as a context manager after ``require_netns()``. Processes
@@ -185,10 +187,11 @@ class Hosts:
             _ip("-n", ns, "link", "set", "br0", "up")
         for i, bridges in self._bridges.items():
             ns = self._add_ns(self.ns(i))
+            forward = "1" if i == self.router else "0"
             _sysctl(
                 ns,
-                "net.ipv4.ip_forward=0",
-                "net.ipv6.conf.all.forwarding=0",
+                f"net.ipv4.ip_forward={forward}",
+                f"net.ipv6.conf.all.forwarding={forward}",
                 "net.ipv6.conf.default.accept_dad=0",  # addresses usable at once
             )
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -212,6 +215,12 @@ class Hosts:
                 _ip("-n", ns, "addr", "add", f"{self.addr(i, bridge)}/24", "dev", dev)
                 _ip("-n", ns, "addr", "add", f"{self.addr6(i, bridge)}/64", "dev", dev, "nodad")
                 _ip("-n", ns, "link", "set", dev, "up")
+        if self.router is not None:
+            for i, (bridge, *_) in self._bridges.items():
+                if i != self.router:
+                    via, via6 = self.addr(self.router, bridge), self.addr6(self.router, bridge)
+                    _ip("-n", self.ns(i), "route", "add", "default", "via", via)
+                    _ip("-n", self.ns(i), "-6", "route", "add", "default", "via", via6)
 
     def close(self) -> None:
         """Kill every process started here and delete every namespace made."""

@@ -739,7 +739,22 @@ def test_teardown_kills_processes_and_deletes_namespaces_even_on_failure() -> No
     assert [ns for ns in netns_list() if ns.startswith(prefix)] == []
 
 
-def test_cut_and_heal_set_links_down_and_up() -> None:
+REACH = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], 9), timeout=5).close()
+except ConnectionRefusedError:
+    pass  # refused by the host itself: reached
+"""
+
+
+def reached(hosts: Hosts, i: int, address: str) -> bool:
+    """Whether host ``i`` reaches ``address`` (a TCP connection to it is answered)."""
+    argv = ["ip", "netns", "exec", hosts.ns(i), sys.executable, "-c", REACH, address]
+    return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
+
+
+def test_the_router_joins_bridges_and_cut_and_heal_set_links_down_and_up() -> None:
     require_netns()
     with make_hosts(1, 1, router=True) as hosts:
 
@@ -752,6 +767,9 @@ def test_cut_and_heal_set_links_down_and_up() -> None:
             ).stdout
             return out.split()[1]
 
+        for src, dst in ((1, 2), (2, 1)):  # across bridges, through the router
+            for address in (hosts.addr(dst), hosts.addr6(dst)):
+                assert reached(hosts, src, address), f"host {src} cannot reach {address}"
         hosts.cut(3, bridge=1)
         assert (state(3, 0), state(3, 1)) == ("UP", "DOWN")
         hosts.cut(3)
