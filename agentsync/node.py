@@ -537,7 +537,7 @@ class Node(Container):
         if not peer.urls:
             return
         try:
-            base = normalize_url(peer.urls[0])  # IPv4 first: one URL per node
+            base = normalize_url(peer.urls[0])  # on our subnet, IPv4 first: one URL per node
         except ValueError:
             log.info("mDNS: skipped %s's URL %r", peer.node_id, peer.urls[0])
             return

@@ -89,7 +89,10 @@ class Discovered:
     cluster: str
     proto: int
     urls: tuple[str, ...]
-    """``http://HOST:PORT`` per address, IPv4 first, IPv6 bracketed (link-local with scope)."""
+    """``http://HOST:PORT`` per address: on this host's networks first, then IPv4 first.
+
+    IPv6 hosts are bracketed (link-local ones with their scope).
+    """
 
 
 def check_name(name: object) -> str:
@@ -176,28 +179,52 @@ def check_address(address: str) -> str:
     return ip.compressed
 
 
-def peer_urls(addresses: Iterable[str], port: int) -> tuple[str, ...]:
-    """The ``http://HOST:PORT`` URLs of the usable addresses, IPv4 first, at most ``MAX_URLS``.
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    Unusable addresses are skipped (and logged); duplicates are dropped.
+
+def peer_urls(
+    addresses: Iterable[str], port: int, networks: Iterable[Network] = ()
+) -> tuple[str, ...]:
+    """The ``http://HOST:PORT`` URLs of the usable addresses, at most ``MAX_URLS``.
+
+    Addresses on one of this host's ``networks`` come first (a host on two
+    subnets announces both, and only one may be reachable from here), then
+    IPv4 before IPv6. Unusable addresses are skipped (and logged);
+    duplicates are dropped.
     """
-    v4: list[str] = []
-    v6: list[str] = []
+    nets = list(networks)
+    ranked: dict[str, tuple[bool, bool]] = {}
     for address in addresses:
         try:
             host = check_address(address)
         except DecodeError as exc:
             log.debug("mDNS: skipping an address: %s", exc)
             continue
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        urls = v6 if ":" in host else v4
-        if url not in urls:
-            urls.append(url)
-    return (*v4, *v6)[:MAX_URLS]
+        v6 = ":" in host
+        url = f"http://[{host}]:{port}" if v6 else f"http://{host}:{port}"
+        ip = ipaddress.ip_address(host.split("%")[0])
+        ranked.setdefault(url, (not any(ip in net for net in nets), v6))
+    return tuple(sorted(ranked, key=ranked.__getitem__))[:MAX_URLS]
 
 
-def parse_service(info: ServiceInfo, *, cluster: str, own_id: str) -> Discovered | None:
+def local_networks() -> list[Network]:
+    """The networks this host's interfaces are on (link-local IPv6 aside: it is everywhere)."""
+    networks: list[Network] = []
+    for adapter in ifaddr.get_adapters():
+        for a in adapter.ips:
+            ip = a.ip[0] if isinstance(a.ip, tuple) else a.ip
+            interface = ipaddress.ip_interface(f"{ip}/{a.network_prefix}")
+            if not (interface.ip.is_loopback or interface.ip.is_link_local):
+                networks.append(interface.network)
+    return networks
+
+
+def parse_service(
+    info: ServiceInfo, *, cluster: str, own_id: str, networks: Iterable[Network] = ()
+) -> Discovered | None:
     """The peer a resolved service announces, or None if it is malformed, foreign or this node.
+
+    Its URLs put the addresses on ``networks`` (this host's) first.
 
     Malformed records are logged at INFO, services of another cluster or
     protocol and this node's own at DEBUG.
@@ -206,7 +233,7 @@ def parse_service(info: ServiceInfo, *, cluster: str, own_id: str) -> Discovered
         name = check_name(info.name)
         port = check_port(info.port)
         txt = parse_txt(info.text)
-        urls = peer_urls(info.parsed_scoped_addresses(), port)
+        urls = peer_urls(info.parsed_scoped_addresses(), port, networks)
         if not urls:
             raise DecodeError("no usable address")
     except DecodeError as exc:
@@ -415,7 +442,9 @@ class MdnsDiscovery:
         if not await info.async_request(self._aiozc.zeroconf, RESOLVE_TIMEOUT_MS):
             log.debug("mDNS: service %r did not resolve", name)
             return None
-        return parse_service(info, cluster=self.cluster, own_id=self.node_id)
+        return parse_service(
+            info, cluster=self.cluster, own_id=self.node_id, networks=local_networks()
+        )
 
 
 def local_addresses(

@@ -10,6 +10,7 @@ left behind.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -581,6 +582,28 @@ def test_local_addresses_leave_out_loopback_and_follow_the_choice(
 ) -> None:
     monkeypatch.setattr(ifaddr, "get_adapters", fake_adapters)
     assert mdns.local_addresses(ip_version, interfaces) == expected
+
+
+def test_local_networks_are_those_of_the_interfaces_but_loopback_and_link_local(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ifaddr, "get_adapters", fake_adapters)
+    assert sorted(map(str, mdns.local_networks())) == [
+        "10.0.0.0/24", "10.0.0.0/24", "192.168.1.0/24", "fd00::/24"
+    ]  # fmt: skip
+
+
+def test_peer_urls_put_the_addresses_on_this_hosts_networks_first() -> None:
+    """A router announces both its subnets; a host on one of them can reach only that one."""
+    nets = [ipaddress.ip_network("10.77.1.0/24"), ipaddress.ip_network("fd77:1::/64")]
+    addresses = ["10.77.0.3", "fd77:0::3", "fd77:1::3", "10.77.1.3"]
+    assert peer_urls(addresses, 7000, nets) == (
+        "http://10.77.1.3:7000",
+        "http://[fd77:1::3]:7000",
+        "http://10.77.0.3:7000",
+        "http://[fd77::3]:7000",
+    )
+    assert peer_urls(addresses, 7000)[0] == "http://10.77.0.3:7000"  # no networks: IPv4 first
 
 
 # ---- real hosts in network namespaces ----------------------------------------------------
