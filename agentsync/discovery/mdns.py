@@ -340,7 +340,10 @@ class MdnsDiscovery:
         """Browse, then register this node (probing takes about 1.6 s); once only."""
         if self._aiozc is not None or self._stopped:
             raise RuntimeError("mDNS discovery starts once")
-        self._aiozc = AsyncZeroconf(interfaces=self._interfaces, ip_version=self._ip_version)
+        interfaces = self._interfaces
+        if interfaces is InterfaceChoice.All:
+            interfaces = listen_interfaces(self._ip_version) or interfaces
+        self._aiozc = AsyncZeroconf(interfaces=interfaces, ip_version=self._ip_version)
         try:
             self._browser = AsyncServiceBrowser(
                 self._aiozc.zeroconf, SERVICE_TYPE, handlers=[self._on_change]
@@ -445,6 +448,28 @@ class MdnsDiscovery:
         return parse_service(
             info, cluster=self.cluster, own_id=self.node_id, networks=local_networks()
         )
+
+
+def listen_interfaces(ip_version: IPVersion = IPVersion.All) -> list[str | int]:
+    """Every interface but loopback, as zeroconf takes them: IPv4 addresses, IPv6 indexes.
+
+    zeroconf's own ``InterfaceChoice.All`` includes loopback, where sending
+    IPv6 multicast can fail (and log a traceback); peers never announce
+    loopback addresses anyway. Empty when there is no other interface.
+    """
+    chosen: list[str | int] = []
+    for adapter in ifaddr.get_adapters():
+        for a in adapter.ips:
+            v6 = isinstance(a.ip, tuple)
+            ip = ipaddress.ip_address(a.ip[0] if isinstance(a.ip, tuple) else a.ip)
+            if ip.is_loopback or (ip_version is IPVersion.V6Only and not v6):
+                continue
+            if (ip_version is IPVersion.V4Only and v6) or (v6 and adapter.index is None):
+                continue
+            choice = adapter.index if v6 and adapter.index is not None else ip.compressed
+            if choice not in chosen:
+                chosen.append(choice)
+    return chosen
 
 
 def local_addresses(

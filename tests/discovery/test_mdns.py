@@ -584,6 +584,21 @@ def test_local_addresses_leave_out_loopback_and_follow_the_choice(
     assert mdns.local_addresses(ip_version, interfaces) == expected
 
 
+@pytest.mark.parametrize(
+    ("ip_version", "expected"),
+    [
+        (IPVersion.All, [2, "10.0.0.2", "192.168.1.3"]),
+        (IPVersion.V4Only, ["10.0.0.2", "192.168.1.3"]),
+        (IPVersion.V6Only, [2]),
+    ],
+)
+def test_zeroconf_listens_on_every_interface_but_loopback(
+    monkeypatch: pytest.MonkeyPatch, ip_version: IPVersion, expected: list[str | int]
+) -> None:
+    monkeypatch.setattr(ifaddr, "get_adapters", fake_adapters)
+    assert mdns.listen_interfaces(ip_version) == expected
+
+
 def test_local_networks_are_those_of_the_interfaces_but_loopback_and_link_local(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
