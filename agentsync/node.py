@@ -33,7 +33,7 @@ from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
-from agentsync.discovery.membership import Member, Membership, Source, Transition
+from agentsync.discovery.membership import Member, Membership, MemberState, Source, Transition
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
@@ -571,9 +571,15 @@ class Node(Container):
                     base = at_address(base, remote)
             except ValueError:
                 continue
-            if is_wildcard(base) or (is_loopback(base) and not local):
+            if is_wildcard(base) or (is_loopback(base) and not local) or self._reached(node_id):
                 continue
             self._add_member(base, "exchange", node_id)
+
+    def _reached(self, node_id: str) -> bool:
+        """Whether ``node_id`` is alive at a URL already (a host on two subnets has two)."""
+        url = self._membership.url_of(node_id)
+        member = self._membership.get(url) if url is not None else None
+        return member is not None and member.state is MemberState.ALIVE
 
     def _exchanged_lately(self, url: str) -> bool:
         with self._lock:
@@ -731,6 +737,7 @@ class Node(Container):
                     "url": member.url,
                     "node_id": member.node_id if member.last_contact is not None else None,
                     "state": member.state.value,
+                    "source": member.source,
                     "failures": client.failures(member.url) if client else 0,
                     "last_ok_s_ago": round(now - member.last_contact, 3)
                     if member.last_contact is not None

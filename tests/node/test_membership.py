@@ -185,3 +185,16 @@ def test_a_node_given_itself_as_a_seed_drops_that_url(caplog: pytest.LogCaptureF
             await node.stop()
 
     run(main())
+
+
+def test_a_node_alive_at_one_url_is_not_added_again_at_another() -> None:
+    """A host on two subnets is named at both by different peers: one member is enough."""
+    node = Node("n")
+    first = request_naming("x", (("x", "http://10.1.0.3:7000"),))
+    node.handle_sync(first, remote="10.1.0.9")
+    node._membership.on_success("http://10.1.0.3:7000", "x", time.monotonic())  # reached
+    node.handle_sync(request_naming("y", (("x", "http://10.2.0.3:7000"),)), remote="10.2.0.9")
+    assert node.peers == ["http://10.1.0.3:7000"]
+    node._membership.on_failure("http://10.1.0.3:7000", time.monotonic())  # no longer alive
+    node.handle_sync(request_naming("z", (("x", "http://10.2.0.3:7000"),)), remote="10.2.0.9")
+    assert node.peers == ["http://10.1.0.3:7000", "http://10.2.0.3:7000"]
