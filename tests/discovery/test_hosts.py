@@ -18,6 +18,7 @@ from tests.netns import Hosts, netns_hosts
 from tests.netns_nodes import HostNode, wait_for
 
 __all__ = ["netns_hosts"]  # the fixture, imported for pytest
+pytestmark = pytest.mark.netns
 
 DETECTION_S = 5.0
 """The documented bound on detecting a dead peer (docs/membership.md), with the defaults."""

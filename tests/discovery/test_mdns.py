@@ -695,6 +695,7 @@ def wait_for(condition: Callable[[], bool], peers: list[Peer], what: str) -> Non
         pytest.fail(f"timed out after {DEADLINE} s waiting for {what}\n{output}")
 
 
+@pytest.mark.netns
 def test_three_hosts_find_each_other_and_not_another_cluster(
     netns_hosts: Callable[..., Hosts],
 ) -> None:
@@ -722,6 +723,7 @@ def test_three_hosts_find_each_other_and_not_another_cluster(
     assert all(p.proc.poll() is None for p in everyone)
 
 
+@pytest.mark.netns
 def test_hosts_on_two_bridges_meet_only_the_router(netns_hosts: Callable[..., Hosts]) -> None:
     hosts = netns_hosts(2, 2, router=True)
     router = hosts.router
@@ -759,6 +761,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.netns
 def test_teardown_kills_processes_and_deletes_namespaces_even_on_failure() -> None:
     require_netns()
     with (
@@ -792,6 +795,7 @@ def reached(hosts: Hosts, i: int, address: str) -> bool:
     return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
 
 
+@pytest.mark.netns
 def test_the_router_joins_bridges_and_cut_and_heal_set_links_down_and_up() -> None:
     require_netns()
     with make_hosts(1, 1, router=True) as hosts:
