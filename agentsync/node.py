@@ -553,8 +553,8 @@ class Node(Container):
     ) -> None:
         """Take the members a peer named as hints: membership probes them before trusting.
 
-        Only with discovery or seeds: a node given only ``peers`` keeps exactly
-        that topology (a line stays a line). A request names its sender too
+        Not on a node given only ``peers``: it keeps exactly that topology (a
+        line stays a line). A request names its sender too
         (``_news_for``); a sender bound to a wildcard address is taken at the
         ``remote`` address its request came from. Loopback URLs are taken only
         from a peer on loopback (at ``peer_url``): they would name the wrong host.
