@@ -37,11 +37,12 @@ pytest: $(VENV)/.dev-installed
 
 test: lint typecheck pytest
 
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/crdt_ops.py --json bench/results/crdt_ops.json
 	$(BIN)/python bench/convergence.py --json bench/results/convergence.json
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json
 	$(BIN)/python bench/icde19.py --json bench/results/icde19.json
+	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis
