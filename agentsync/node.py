@@ -58,6 +58,8 @@ EXCHANGE_TIMEOUT_S = 1.0
 off must fail fast for the failure detector's bound (``docs/membership.md``)."""
 PROBES_PER_TICK = 16
 """At most this many probes start at once (after a flood of learned members)."""
+PROBES_IN_FLIGHT = 64
+"""At most this many probes run at once (each ends within the exchange timeout)."""
 MAX_ECHOES = 16
 """Requests this node sent to itself, remembered until the requester sees the refusal."""
 RETELL_S = 30.0
@@ -134,6 +136,7 @@ class Node(Container):
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
         self._retell_at = 0.0
         self._inflight: builtins.set[str] = builtins.set()
+        self._probes: builtins.set[asyncio.Task[bool]] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
         self._batch_depth = 0
@@ -212,7 +215,8 @@ class Node(Container):
     async def _stop(self) -> None:
         if self._loop is None:
             return
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._probes], []
+        self._probes.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -490,7 +494,13 @@ class Node(Container):
             log.exception("a gossip round failed")
 
     async def _watch_forever(self) -> None:
-        """Advance the failure detector; probe idle, suspect and returning members."""
+        """Advance the failure detector; probe idle, suspect and returning members.
+
+        Probes run on their own: the watch never waits for one, since a
+        silent peer's probe takes the whole exchange timeout, and the ticks
+        that judge every other member must keep their pace (the detection
+        bound of ``docs/membership.md`` counts on it).
+        """
         while True:
             await asyncio.sleep(min(self.gossip_interval, 0.25))
             with self._lock:
@@ -498,11 +508,16 @@ class Node(Container):
                 for transition in self._membership.tick(now):
                     self._noted(transition)
                 due = self._membership.due(now, limit=PROBES_PER_TICK)
-            if due:
-                try:
-                    await asyncio.gather(*(self._exchange(url) for url in due))
-                except Exception:  # never let one bad probe stop the watch
-                    log.exception("a probe round failed")
+            for url in due:
+                if url not in self._inflight and len(self._probes) < PROBES_IN_FLIGHT:
+                    probe = asyncio.create_task(self._exchange(url), name=f"agentsync-probe-{url}")
+                    self._probes.add(probe)
+                    probe.add_done_callback(self._probed)
+
+    def _probed(self, probe: asyncio.Task[bool]) -> None:
+        self._probes.discard(probe)
+        if not probe.cancelled() and probe.exception() is not None:
+            log.error("a probe failed", exc_info=probe.exception())
 
     def _noted(self, transition: Transition | None) -> None:
         """Log a member's change of state."""

@@ -86,6 +86,8 @@ def test_a_partitioned_host_turns_suspect_then_dead_and_every_write_survives_the
     assert took <= DETECTION_S, f"dead in {took:.2f} s; docs/membership.md says {DETECTION_S} s"
     for node in others:  # suspicion before death, as in SWIM
         assert seen[node.node_id][-3:] == ["alive", "suspect", "dead"], seen
+    left = DETECTION_S - took  # and the cut host judges the others dead within the bound too
+    wait_for(lambda: set(cut.states().values()) == {"dead"}, nodes, "the others dead on h3", left)
 
     written = set().union(*(write(node, "apart") for node in nodes))  # both sides
     wait_for(all_hold(others, written - {i for i in written if i.startswith(cut.node_id)}),
