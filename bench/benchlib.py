@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -47,3 +49,22 @@ def report_header(argv: list[str] | None) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else argv,
     }
+
+
+def write_json(path: str, report: dict[str, Any]) -> Path:
+    """Write ``report`` to ``path`` as strict JSON (NaN and infinities as null)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
+    return out
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None, so the JSON is strict."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value

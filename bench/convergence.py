@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
@@ -47,10 +46,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, positive, report_header
+from benchlib import git_info, positive, report_header, write_json
 
 from agentsync.node import Node
 
@@ -421,17 +419,6 @@ def render(summaries: dict[int, dict[str, Any]], interval: float, fanout: int) -
     return "\n".join(lines)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity as None, so the JSON is strict."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
@@ -507,10 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": {str(n): s for n, s in summaries.items()},
             "wall_seconds": wall,
         }
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
-        log(f"wrote {path}")
+        log(f"wrote {write_json(args.json, report)}")
     return 1 if failed else 0
 
 

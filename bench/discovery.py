@@ -46,7 +46,6 @@ How it measures:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -63,7 +62,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchlib import ROOT, git_info, positive, report_header
+from benchlib import ROOT, git_info, positive, report_header, write_json
 
 if str(ROOT) not in sys.path:  # `import tests.netns` when run as `python bench/discovery.py`
     sys.path.insert(0, str(ROOT))
@@ -459,17 +458,6 @@ def render(summaries: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinity as None, so the JSON is strict."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _host_count(text: str) -> int:
     value = int(text)
     if value < 2:
@@ -564,10 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
             "wall_seconds": wall,
         }
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
-        log(f"wrote {path}")
+        log(f"wrote {write_json(args.json, report)}")
     return 1 if failed else 0
 
 
