@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from agentsync import __version__
+from agentsync.discovery import MembershipConfig
 
 EXIT_ERROR = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -143,6 +144,14 @@ def _parser() -> argparse.ArgumentParser:
         "--mdns",
         action="store_true",
         help="find nodes of the same cluster on the LAN over mDNS (bind --host 0.0.0.0)",
+    )
+    serve.add_argument(
+        "--remove-after",
+        type=_seconds,
+        default=MembershipConfig.remove_after,
+        metavar="S",
+        help=f"seconds a dead peer is kept and retried before it is forgotten, seeds aside "
+        f"(default: {MembershipConfig.remove_after:g})",
     )
     serve.add_argument("--data-dir", help="directory for the node's durable state")
     serve.add_argument(
@@ -348,6 +357,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 gossip_interval=args.gossip_interval,
                 fanout=args.fanout,
                 data_dir=args.data_dir,
+                membership=MembershipConfig(remove_after=args.remove_after),
             )
         except (ValueError, TypeError) as exc:
             raise CliError(_one_line(exc)) from None

@@ -33,7 +33,14 @@ from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
-from agentsync.discovery.membership import Member, Membership, MemberState, Source, Transition
+from agentsync.discovery.membership import (
+    Member,
+    Membership,
+    MembershipConfig,
+    MemberState,
+    Source,
+    Transition,
+)
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
@@ -93,7 +100,10 @@ class Node(Container):
     on the LAN over mDNS. The node learns the members its peers name (peer
     exchange), and the nodes that introduce themselves to it, unless it was
     given only ``peers``: then it keeps exactly those. Every member is
-    judged alive, suspect or dead (``members()``).
+    judged alive, suspect or dead (``members()``), with the timings of
+    ``membership`` (``agentsync.discovery.MembershipConfig``: when a silent
+    peer is suspect and dead, how dead ones are retried, and when they are
+    forgotten; the defaults detect a silent peer within 5 s).
     ``data_dir`` is reserved for durable storage (the directory is created
     now; replicas are kept in memory).
     """
@@ -111,6 +121,7 @@ class Node(Container):
         data_dir: str | os.PathLike[str] | None = None,
         discovery: bool = False,
         seeds: Iterable[str] = (),
+        membership: MembershipConfig | None = None,
     ) -> None:
         if node_id is None:
             node_id = f"node-{secrets.token_hex(4)}"
@@ -143,7 +154,7 @@ class Node(Container):
         self._batch_names: builtins.set[str] = builtins.set()
         self._rng = random.Random()
         self.discovery = discovery
-        self._membership = Membership(rng=self._rng)
+        self._membership = Membership(membership, rng=self._rng)  # TypeError if not a config
         self._learns = discovery or bool(seed_urls) or not peers
         """Whether peers named in messages become members (all but a fixed ``peers`` list)."""
         self._server: SyncServer | None = None

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from agentsync import Node
-from agentsync.discovery import MemberState
+from agentsync.discovery import MembershipConfig, MemberState
 from agentsync.sync import SyncEngine, decode_message, encode_message
 from tests.node.helpers import converge, eventually, run, started, stop_all
 
@@ -198,3 +198,27 @@ def test_a_node_alive_at_one_url_is_not_added_again_at_another() -> None:
     node._membership.on_failure("http://10.1.0.3:7000", time.monotonic())  # no longer alive
     node.handle_sync(request_naming("z", (("x", "http://10.2.0.3:7000"),)), remote="10.2.0.9")
     assert node.peers == ["http://10.1.0.3:7000", "http://10.2.0.3:7000"]
+
+
+def test_the_membership_timings_are_the_nodes_to_choose() -> None:
+    """A learned member dead for ``remove_after`` is forgotten; a seed is kept."""
+    quick = MembershipConfig(suspect_timeout=0.3, remove_after=0.3)
+
+    async def main() -> None:
+        c = Node("c", gossip_interval=FAST)
+        await c.start()
+        b = Node("b", gossip_interval=FAST, peers=[c.url])
+        await b.start()
+        a = Node("a", gossip_interval=FAST, seeds=[b.url], membership=quick)
+        await a.start()
+        try:
+            await eventually(lambda: states(a).get(c.url) is MemberState.ALIVE, "a learns c")
+            await stop_all([b, c])
+            await eventually(lambda: a.peers == [b.url], "a forgets c, not its seed b")
+            assert states(a)[b.url] is MemberState.DEAD
+        finally:
+            await stop_all([a, b, c])
+
+    run(main())
+    with pytest.raises(TypeError):
+        Node("a", membership={"remove_after": 1})  # type: ignore[arg-type]
