@@ -676,7 +676,7 @@ class Node(Container):
         try:
             with self._lock:
                 changed = self._engine.on_response(response)  # counts its own errors
-                self._noted(self._membership.on_success(url, response.sender, time.monotonic()))
+                self._succeeded(url, response.sender)
                 self._learn(response.members, sender=response.sender, peer_url=url)
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
@@ -709,11 +709,17 @@ class Node(Container):
             peer_url = url or _remote_url(remote)
             data = encode_message(replace(reply, members=self._news_for(message.sender, peer_url)))
             if url is not None:  # a peer this node gossips with: it is alive
-                self._noted(self._membership.on_success(url, message.sender, time.monotonic()))
+                self._succeeded(url, message.sender)
             self._learn(message.members, sender=message.sender, peer_url=peer_url, remote=remote)
             self._engine.metrics.bytes_sent += len(data)
         self._changed(changed, local=False)
         return data
+
+    def _succeeded(self, url: str, node_id: str) -> None:
+        """Under the lock: ``url`` answered as ``node_id``; one member per node stays."""
+        self._noted(self._membership.on_success(url, node_id, time.monotonic()))
+        for transition in self._membership.settle(url):
+            self._noted(transition)
 
     def _failed(self, url: str) -> None:
         with self._lock:

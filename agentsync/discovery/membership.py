@@ -55,6 +55,8 @@ Source = Literal["seed", "mdns", "exchange", "manual"]
 """How a member became known: configured, found on the LAN, told by a peer, or added by hand."""
 SOURCES: frozenset[str] = frozenset(get_args(Source))
 LEARNED_SOURCES: frozenset[str] = frozenset({"mdns", "exchange"})
+_TRUST: dict[str, int] = {"manual": 0, "seed": 0, "mdns": 1, "exchange": 2}
+"""How directly a URL was learned: configured, heard on this LAN, or named by a peer."""
 """Sources another host controls: only these count against ``max_members``."""
 MAX_URL_CHARS = 2048
 """The longest URL accepted (the same bound as ``transport.urls``)."""
@@ -287,6 +289,34 @@ class Membership:
                 del self._members[url]
                 changes.append(Transition(url, entry.node_id, MemberState.DEAD, None))
         return changes
+
+    def settle(self, url: str) -> list[Transition]:
+        """Keep one member per node: drop the learned duplicates of ``url``'s node.
+
+        A node can be known at two URLs: a host on two subnets, or one that
+        a peer named before mDNS found it here. Once ``url`` is confirmed as
+        a node that another confirmed member also is, the one learned less
+        directly goes (a peer's word before mDNS, mDNS before configuration);
+        of two named by peers, the one reached first stays while alive.
+        Configured members (seeds, manual) are never dropped. Returns the
+        removals.
+        """
+        _check_url(url)
+        entry = self._members.get(url)
+        if entry is None or entry.last_contact is None:
+            return []
+        dropped: list[_Entry] = []
+        for other in self._members.values():
+            if other is entry or other.node_id != entry.node_id or other.last_contact is None:
+                continue
+            if _TRUST[other.source] > _TRUST[entry.source]:
+                dropped.append(other)
+            elif entry.source == "exchange" and other.state is MemberState.ALIVE:
+                dropped = [entry]
+                break
+        for gone in dropped:
+            del self._members[gone.url]
+        return [Transition(gone.url, gone.node_id, gone.state, None) for gone in dropped]
 
     def remove(self, url: str) -> bool:
         """Forget a member now, seed or not; True if it was known."""

@@ -442,6 +442,40 @@ def test_bad_arguments_are_refused_with_a_clear_error() -> None:
     assert len(m) == 0, "nothing was added by a refused call"
 
 
+def test_settle_keeps_one_member_per_node_the_most_directly_learned() -> None:
+    m = _membership()
+    routed, on_link, seed = "http://10.1.0.3:80", "http://10.2.0.3:80", "http://10.3.0.3:80"
+    m.add(routed, now=0.0, node_id="r", source="exchange")  # a peer named it first
+    m.on_success(routed, "r", 0.0)
+    assert m.settle(routed) == []  # the only one
+    m.add(on_link, now=1.0, node_id="r", source="mdns")  # then mDNS found it on this subnet
+    m.on_success(on_link, "r", 1.0)
+    assert m.settle(on_link) == [Transition(routed, "r", MemberState.ALIVE, None)]
+    assert list(m) == [on_link]
+    m.add(routed, now=2.0, node_id="r", source="exchange")  # named again by a peer
+    m.on_success(routed, "r", 2.0)
+    assert m.settle(routed) == [Transition(routed, "r", MemberState.ALIVE, None)]
+    m.add(seed, now=3.0, source="seed")  # configured: it stays, and mDNS's twin goes
+    m.on_success(seed, "r", 3.0)
+    assert m.settle(seed) == [Transition(on_link, "r", MemberState.ALIVE, None)]
+    assert list(m) == [seed]
+    assert m.settle("http://10.9.9.9:80") == []  # unknown: nothing
+
+
+def test_of_two_named_by_peers_the_first_stays_while_alive() -> None:
+    m = _membership()
+    first, second = "http://10.1.0.3:80", "http://10.2.0.3:80"
+    for url in (first, second):
+        m.add(url, now=0.0, node_id="r", source="exchange")
+        m.on_success(url, "r", 0.0)
+    assert m.settle(second) == [Transition(second, "r", MemberState.ALIVE, None)]
+    m.add(second, now=1.0, node_id="r", source="exchange")
+    assert m.on_failure(first, 1.0) == Transition(first, "r", ALIVE, SUSPECT)  # not alive now
+    m.on_success(second, "r", 1.0)
+    assert m.settle(second) == []  # the second may stay
+    assert sorted(m) == [first, second]
+
+
 # -- any sequence of calls keeps the invariants -----------------------------------
 
 POOL = [f"http://10.9.0.{i}:80" for i in range(8)]
@@ -502,6 +536,22 @@ class MembershipMachine(RuleBasedStateMachine):
                 assert self.now - member.since < CONFIG.suspect_timeout
             if member.state is DEAD and member.source != "seed":
                 assert self.now - member.since < CONFIG.remove_after
+
+    @rule(url=st.sampled_from(POOL))
+    def settle(self, url: str) -> None:
+        entry = self.m.get(url)
+        pinned = {m.url for m in self.m.members() if m.source in ("seed", "manual")}
+        for change in self.m.settle(url):
+            assert change.new is None and change.url not in pinned
+            assert change.node_id == entry.node_id  # type: ignore[union-attr]
+            self.named.pop(change.url, None)
+        entry = self.m.get(url)
+        if entry is not None and entry.last_contact is not None:
+            twins = [
+                m for m in self.m.members()
+                if m.node_id == entry.node_id and m.last_contact is not None and m.url != url
+            ]  # fmt: skip
+            assert all(m.source != "exchange" or entry.source == "exchange" for m in twins)
 
     @rule(url=st.sampled_from(POOL))
     def remove(self, url: str) -> None:
