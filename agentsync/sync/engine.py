@@ -34,6 +34,7 @@ seqs and acks: well under 100 bytes each way.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode
@@ -183,6 +184,10 @@ class SyncEngine:
         """While a request is answered: the join of the deltas it carried."""
         self._refusals = 0
         """Intervals this node refused (every message says how many, for ``_take_ack``)."""
+        self.on_merge: Callable[[ORMap], None] | None = None
+        """Called with each part of a peer's state merged into ``state``, before it is
+        buffered (the Node logs it to its store); an exception it raises fails the
+        exchange, with the part merged."""
         if self.state.context:  # seq 0 is the empty state: acks of it must not count
             self._buffer.skip()
 
@@ -394,6 +399,8 @@ class SyncEngine:
             self.state.merge(part)
         except ClockSkewError as exc:
             raise ProtocolError(str(exc)) from None
+        if self.on_merge is not None:
+            self.on_merge(part)
         if self._tracked:
             self._buffer.add(part if self.rr else incoming, origin)
         else:
