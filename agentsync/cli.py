@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
+from agentsync.store import StoreError
 
 EXIT_ERROR = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -359,7 +360,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 data_dir=args.data_dir,
                 membership=MembershipConfig(remove_after=args.remove_after),
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, StoreError) as exc:
             raise CliError(_one_line(exc)) from None
         try:
             await node.start()

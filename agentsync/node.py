@@ -31,9 +31,11 @@ from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
+from agentsync.crdt.codec import encode
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
+    LEARNED_SOURCES,
     Member,
     Membership,
     MembershipConfig,
@@ -43,6 +45,7 @@ from agentsync.discovery.membership import (
 )
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
+from agentsync.store import DURABILITIES, Durability, Store, Stored
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
@@ -67,6 +70,8 @@ PROBES_PER_TICK = 16
 """At most this many probes start at once (after a flood of learned members)."""
 PROBES_IN_FLIGHT = 64
 """At most this many probes run at once (each ends within the exchange timeout)."""
+COMPACT_MIN_BYTES = 1 << 20
+"""The store's log is folded into a new snapshot once it is this big and outgrew it."""
 MAX_ECHOES = 16
 """Requests this node sent to itself, remembered until the requester sees the refusal."""
 RETELL_S = 30.0
@@ -122,26 +127,30 @@ class Node(Container):
         discovery: bool = False,
         seeds: Iterable[str] = (),
         membership: MembershipConfig | None = None,
+        durability: Durability = "full",
     ) -> None:
-        if node_id is None:
-            node_id = f"node-{secrets.token_hex(4)}"
         _check_arguments(
-            node_id, host=host, port=port, gossip_interval=gossip_interval, fanout=fanout,
-            discovery=discovery,
+            "node" if node_id is None else node_id, host=host, port=port,
+            gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
+            durability=durability,
         )  # fmt: skip
         if isinstance(peers, str) or isinstance(seeds, str):
             raise TypeError("peers and seeds must be iterables of URLs, not one str")
         peers = list(peers)
         seed_urls = [normalize_url(url) for url in seeds]
+        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
+        self.durability: Durability = durability
+        self._store, stored = _open_store(self.data_dir, durability, node_id, cluster)
+        node_id = stored.node_id if stored is not None else node_id
+        node_id = node_id or f"node-{secrets.token_hex(4)}"
         self.node_id = node_id
         self.cluster = cluster
         self.host = host
         self.port = port
         self.gossip_interval = float(gossip_interval)
         self.fanout = fanout
-        self.data_dir = os.fspath(data_dir) if data_dir is not None else None
-        incarnation = f"{node_id}.{secrets.token_hex(8)}"  # never reissue a dot after a restart
-        self._engine = SyncEngine(node_id, cluster=cluster, state=ORMap(incarnation))
+        self._engine = SyncEngine(node_id, cluster=cluster, state=self._resume(stored))
+        self._engine.on_merge = self._log_merge
         self._lock = threading.RLock()
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
@@ -152,6 +161,7 @@ class Node(Container):
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
         self._batch_depth = 0
         self._batch_names: builtins.set[str] = builtins.set()
+        self._unlogged: list[bytes] = []  # the encoded deltas of a batch, logged as it ends
         self._rng = random.Random()
         self.discovery = discovery
         self._membership = Membership(membership, rng=self._rng)  # TypeError if not a config
@@ -170,6 +180,33 @@ class Node(Container):
             self.add_peer(url)
         for url in seed_urls:
             self._add_member(url, "seed")
+        for url, member_id, source in stored.members if stored is not None else ():
+            if source in LEARNED_SOURCES:  # the peers it knew, tried first again
+                self._add_member(url, source, member_id)  # type: ignore[arg-type]
+        self._members_saved: list[tuple[str, str | None, str]] = []
+
+    def _resume(self, stored: Stored | None) -> ORMap:
+        """The replica to start from: the stored one, or an empty one; its id saved.
+
+        The stored replica id is kept after a clean stop. After a crash a new
+        incarnation writes on: a write that reached a peer but not the disk
+        (a batch cut short, or a commit lost to a power cut with
+        ``durability="normal"``) must never have its dot issued twice.
+        """
+        incarnation = f"{self.node_id}.{secrets.token_hex(8)}"
+        if stored is not None and stored.clean:
+            return stored.state
+        state = ORMap(incarnation)
+        if stored is not None:
+            state.merge(stored.state)
+        if self._store is not None:
+            self._store.save_identity(self.node_id, self.cluster, incarnation)
+        return state
+
+    def _log_merge(self, part: ORMap) -> None:
+        """Log a peer's part merged into the state (under the lock): durable as it is acked."""
+        if self._store is not None:
+            self._store.append(part)
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -177,8 +214,9 @@ class Node(Container):
         """Bind the server, open the client, and start gossiping."""
         if self._loop is not None:
             raise RuntimeError("this node is already started")
-        if self.data_dir is not None:
-            os.makedirs(self.data_dir, exist_ok=True)
+        if self.data_dir is not None and self._store is None:  # started again after a stop
+            self._store = Store(self.data_dir, durability=self.durability)
+            self._store.load()
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
         server = SyncServer(self, host=self.host, port=self.port)
@@ -225,6 +263,7 @@ class Node(Container):
 
     async def _stop(self) -> None:
         if self._loop is None:
+            self._close_store()
             return
         tasks, self._tasks = [*self._tasks, *self._probes], []
         self._probes.clear()
@@ -242,7 +281,16 @@ class Node(Container):
             await self._server.stop()
         self._client = self._server = None
         self._loop = None
+        self._close_store()
         log.info("node %s stopped", self.node_id)
+
+    def _close_store(self) -> None:
+        """Save the members and close the store cleanly (the directory is free again)."""
+        store, self._store = self._store, None
+        if store is not None:
+            with self._lock:
+                self._save_members(store)
+                store.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -332,6 +380,12 @@ class Node(Container):
     def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
         with self._lock:
             delta = _update(self._engine.state, path, fn)
+            if self._store is not None:  # durable before it returns, or as its batch ends
+                blob = encode(delta)
+                if self._batch_depth:
+                    self._unlogged.append(blob)
+                else:
+                    self._store.log((blob,))
             self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
@@ -343,7 +397,11 @@ class Node(Container):
 
     @contextlib.contextmanager
     def batch(self) -> Generator[None, None, None]:
-        """Group writes: one notification and one eager push for the whole batch."""
+        """Group writes: one commit, one notification and one eager push for the whole batch.
+
+        With a ``data_dir`` the batch's writes are durable when the block
+        ends (all or none, if the process dies inside it).
+        """
         with self._lock:
             self._batch_depth += 1
         try:
@@ -354,6 +412,9 @@ class Node(Container):
                 names = frozenset(self._batch_names) if not self._batch_depth else frozenset()
                 if not self._batch_depth:
                     self._batch_names.clear()
+                    unlogged, self._unlogged = self._unlogged, []
+                    if unlogged and self._store is not None:
+                        self._store.log(unlogged)
             if names:
                 self._changed(names, local=True)
                 self._wake_push()
@@ -519,11 +580,35 @@ class Node(Container):
                 for transition in self._membership.tick(now):
                     self._noted(transition)
                 due = self._membership.due(now, limit=PROBES_PER_TICK)
+                store = self._store
+                if store is not None:
+                    self._save_members(store)
+                    if store.wants_compaction(COMPACT_MIN_BYTES):
+                        self._compact(store)
             for url in due:
                 if url not in self._inflight and len(self._probes) < PROBES_IN_FLIGHT:
                     probe = asyncio.create_task(self._exchange(url), name=f"agentsync-probe-{url}")
                     self._probes.add(probe)
                     probe.add_done_callback(self._probed)
+
+    def _save_members(self, store: Store) -> None:
+        """Under the lock: save the members if they changed, in the order they came."""
+        members: list[tuple[str, str | None, str]] = []
+        for url in self._membership:
+            member = self._membership.get(url)
+            if member is not None:
+                members.append((url, member.node_id, member.source))
+        if members != self._members_saved:
+            store.save_members(members)
+            self._members_saved = members
+
+    def _compact(self, store: Store) -> None:
+        """Under the lock: snapshot the state, and write it on a worker thread."""
+        begun = store.begin_compaction(self._engine.state)
+        if begun is None or self._loop is None:
+            return
+        done = self._loop.run_in_executor(None, store.finish_compaction, *begun)
+        done.add_done_callback(_log_compaction)
 
     def _probed(self, probe: asyncio.Task[bool]) -> None:
         self._probes.discard(probe)
@@ -831,7 +916,7 @@ class Node(Container):
 
 def _check_arguments(
     node_id: object, *, host: object, port: object, gossip_interval: object, fanout: object,
-    discovery: object,
+    discovery: object, durability: object,
 ) -> None:  # fmt: skip
     """Refuse a bad constructor argument with a clear error, before anything starts."""
     if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
@@ -848,6 +933,8 @@ def _check_arguments(
         raise ValueError("fanout must be an int >= 1")
     if type(discovery) is not bool:
         raise TypeError("discovery must be a bool")
+    if durability not in DURABILITIES:
+        raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:
@@ -878,6 +965,34 @@ def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
     if queue.full():
         queue.get_nowait()
     queue.put_nowait(change)
+
+
+def _open_store(
+    data_dir: str | None, durability: Durability, node_id: str | None, cluster: str
+) -> tuple[Store | None, Stored | None]:
+    """The store in ``data_dir`` (None without one) and what it holds, checked against
+    the node id and cluster asked for (ValueError if they differ; the store is closed)."""
+    if data_dir is None:
+        return None, None
+    store = Store(data_dir, durability=durability)
+    try:
+        stored = store.load()
+        if stored is not None and node_id is not None and node_id != stored.node_id:
+            raise ValueError(f"{store.path} holds node {stored.node_id!r}, not {node_id!r}: "
+                             "give its id, or no id, or another data_dir")  # fmt: skip
+        if stored is not None and cluster != stored.cluster:
+            raise ValueError(
+                f"{store.path} holds a node of cluster {stored.cluster!r}, not {cluster!r}"
+            )
+    except BaseException:
+        store.close()
+        raise
+    return store, stored
+
+
+def _log_compaction(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("compacting the store failed", exc_info=done.exception())
 
 
 def _remote_url(remote: str | None) -> str | None:
