@@ -35,7 +35,6 @@ from agentsync.crdt.codec import encode
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
-    LEARNED_SOURCES,
     Member,
     Membership,
     MembershipConfig,
@@ -180,9 +179,9 @@ class Node(Container):
             self.add_peer(url)
         for url in seed_urls:
             self._add_member(url, "seed")
-        for url, member_id, source in stored.members if stored is not None else ():
-            if source in LEARNED_SOURCES:  # the peers it knew, tried first again
-                self._add_member(url, source, member_id)  # type: ignore[arg-type]
+        if self._learns and stored is not None:  # the peers it knew, tried first again
+            for url, member_id, _ in stored.members:  # learned now: forgotten if they stay dead
+                self._add_member(url, "exchange", member_id)
         self._members_saved: list[tuple[str, str | None, str]] = []
 
     def _resume(self, stored: Stored | None) -> ORMap:

@@ -1,0 +1,132 @@
+"""A Node with a ``data_dir``: it resumes where it stopped, and logs what it must.
+
+Crashes (SIGKILL of a real process) are in ``tests/store/test_crash.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from agentsync import Node
+from agentsync import node as node_module
+from agentsync.store import StoreError, StoreLockedError
+from agentsync.store.sqlite import DB_FILE
+from tests.node.helpers import converge, eventually, run, stop_all
+
+FAST = 0.05
+
+
+def log_rows(data_dir: Path) -> int:
+    db = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        return int(db.execute("SELECT count(*) FROM log").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_restarted_node_resumes_its_id_state_replica_and_members(tmp_path: Path) -> None:
+    async def main() -> None:
+        peer = Node("peer", gossip_interval=FAST)
+        await peer.start()
+        a = Node(data_dir=tmp_path, seeds=[peer.url], gossip_interval=FAST)
+        await a.start()
+        try:
+            a.set("tasks").add("write")
+            a.counter("done").increment(3)
+            peer.register("who").set("peer")
+            await converge([a, peer])
+            node_id, replica = a.node_id, a._engine.state.replica_id
+            value = a.value
+        finally:
+            await a.stop()
+        again = Node(data_dir=tmp_path, gossip_interval=FAST)  # no id, no seeds given
+        try:
+            assert again.node_id == node_id
+            assert again.value == value  # the peer's write too
+            assert again._engine.state.replica_id == replica  # a clean stop: the same replica
+            assert again.peers == [peer.url]  # the members it knew, tried first
+            await again.start()
+            again.set("tasks").add("review")
+            await eventually(lambda: "review" in (peer.set("tasks").value or set()), "it gossips")
+        finally:
+            await stop_all([again, peer])
+
+    run(main())
+
+
+def test_each_write_is_logged_before_it_returns_and_a_batch_once(tmp_path: Path) -> None:
+    node = Node("n", data_dir=tmp_path)
+    node.counter("c").increment()
+    node.counter("c").increment()
+    assert log_rows(tmp_path) == 2
+    with node.batch():
+        for i in range(50):
+            node.set("s").add(i)
+        assert log_rows(tmp_path) == 2  # not yet: the batch commits when it ends
+    assert log_rows(tmp_path) == 52
+    run(node.stop())  # closes the store of a node never started
+    assert Node(data_dir=tmp_path).value == {"c": 2, "s": frozenset(range(50))}
+
+
+def test_a_peers_writes_are_logged_as_they_merge(tmp_path: Path) -> None:
+    async def main() -> None:
+        writer = Node("writer", gossip_interval=FAST)
+        await writer.start()
+        reader = Node("reader", data_dir=tmp_path, peers=[writer.url], gossip_interval=FAST)
+        await reader.start()
+        try:
+            for i in range(20):
+                writer.set("seen").add(i)
+            await converge([writer, reader])
+        finally:
+            await stop_all([reader, writer])
+        assert Node(data_dir=tmp_path).value == {"seen": frozenset(range(20))}
+
+    run(main())
+
+
+def test_the_log_is_compacted_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "COMPACT_MIN_BYTES", 2000)
+
+    async def main() -> None:
+        node = Node("n", data_dir=tmp_path, gossip_interval=FAST)
+        await node.start()
+        try:
+            for i in range(500):
+                node.set("s").add(i)
+            await eventually(lambda: log_rows(tmp_path) < 100, "the log folded into a snapshot")
+            node.set("s").add("after")
+        finally:
+            await node.stop()
+        assert Node(data_dir=tmp_path).value == {"s": frozenset([*range(500), "after"])}
+
+    run(main())
+
+
+def test_a_data_dir_holds_one_node_of_one_cluster(tmp_path: Path) -> None:
+    run(Node("a", data_dir=tmp_path, cluster="blue").stop())
+    with pytest.raises(ValueError, match="holds node 'a', not 'b'"):
+        Node("b", data_dir=tmp_path, cluster="blue")
+    with pytest.raises(ValueError, match="cluster 'blue', not 'red'"):
+        Node("a", data_dir=tmp_path, cluster="red")
+    node = Node("a", data_dir=tmp_path, cluster="blue")  # the refusals left it free
+    with pytest.raises(StoreLockedError):
+        Node("a", data_dir=tmp_path, cluster="blue")
+    run(node.stop())
+
+
+def test_bad_durability_and_bad_directories_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="durability"):
+        Node("a", durability="eventually")  # type: ignore[arg-type]
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreError, match="cannot use"):
+        Node("a", data_dir=tmp_path / "file")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / DB_FILE).write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        Node("a", data_dir=tmp_path / "d")
