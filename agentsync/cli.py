@@ -289,9 +289,10 @@ def format_status(health: Mapping[str, Any], state: Mapping[str, Any]) -> str:
                     str(peer.get("state") or "?"),
                     str(peer.get("failures", 0)),
                     "never" if last_ok is None else f"{_seconds_text(last_ok)} ago",
+                    _catch_up_text(peer.get("catch_up")),
                 ]
             )
-        lines.extend(table(["URL", "NODE", "STATE", "FAILURES", "LAST OK"], rows))
+        lines.extend(table(["URL", "NODE", "STATE", "FAILURES", "LAST OK", "CATCH-UP"], rows))
     else:
         lines.append("  (none)")
     lines.append("")
@@ -306,6 +307,18 @@ def format_status(health: Mapping[str, Any], state: Mapping[str, Any]) -> str:
     else:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def _catch_up_text(progress: object) -> str:
+    """A snapshot transfer's progress, e.g. ``receiving 3/10`` (pieces), or ``-``."""
+    if not isinstance(progress, Mapping):
+        return "-"
+    parts = []
+    for way in ("receiving", "sending"):
+        done = progress.get(way)
+        if isinstance(done, (list, tuple)) and len(done) == 2:
+            parts.append(f"{way} {done[0]}/{done[1]}")
+    return ", ".join(parts) or "-"
 
 
 def format_dump(state: object) -> str:

@@ -858,6 +858,12 @@ class Node(Container):
                     "last_ok_s_ago": round(now - member.last_contact, 3)
                     if member.last_contact is not None
                     else None,
+                    "catch_up": {
+                        way: list(progress)
+                        for way, progress in self._engine.catch_up(member.node_id).items()
+                    }
+                    if member.node_id is not None and member.last_contact is not None
+                    else {},
                 }
                 for member in self._membership.members()
             ]

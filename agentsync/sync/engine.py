@@ -215,6 +215,21 @@ class SyncEngine:
             peer.outgoing or peer.incoming or peer.needs_snapshot or peer.wants_snapshot
         )
 
+    def catch_up(self, peer_id: str) -> dict[str, tuple[int, int]]:
+        """The snapshot transfers under way with a peer, as (pieces done, pieces in all).
+
+        ``"receiving"``: the pieces of the peer's state received so far;
+        ``"sending"``: the piece of this node's state the peer asks for next.
+        Empty when neither is under way (the usual case: deltas suffice).
+        """
+        peer = self._peers.get(peer_id)
+        progress: dict[str, tuple[int, int]] = {}
+        if peer is not None and peer.incoming is not None:
+            progress["receiving"] = (len(peer.incoming.parts), peer.incoming.count)
+        if peer is not None and peer.outgoing is not None:
+            progress["sending"] = (peer.outgoing.next, peer.outgoing.count)
+        return progress
+
     def forget(self, peer_id: str) -> None:
         """Drop everything known of a peer (it left for good)."""
         self._peers.pop(peer_id, None)
