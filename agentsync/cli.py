@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
-from agentsync.store import StoreError
+from agentsync.store import DURABILITIES, StoreError
 
 EXIT_ERROR = 2
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -154,7 +154,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"seconds a dead peer is kept and retried before it is forgotten, seeds aside "
         f"(default: {MembershipConfig.remove_after:g})",
     )
-    serve.add_argument("--data-dir", help="directory for the node's durable state")
+    serve.add_argument(
+        "--data-dir", help="directory for the node's durable state (default: kept in memory)"
+    )
+    serve.add_argument(
+        "--durability",
+        choices=DURABILITIES,
+        default="full",
+        help="with --data-dir: full fsyncs every write and survives power loss; normal "
+        "survives a crash of the process (default: full)",
+    )
     serve.add_argument(
         "--gossip-interval",
         type=_seconds,
@@ -371,6 +380,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 gossip_interval=args.gossip_interval,
                 fanout=args.fanout,
                 data_dir=args.data_dir,
+                durability=args.durability,
                 membership=MembershipConfig(remove_after=args.remove_after),
             )
         except (ValueError, TypeError, StoreError) as exc:
