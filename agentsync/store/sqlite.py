@@ -48,6 +48,7 @@ CREATE TABLE log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL);
 CREATE TABLE members (url TEXT PRIMARY KEY, node_id TEXT, source TEXT NOT NULL);
 """
 _IDENTITY = ("node_id", "cluster", "replica_id")
+_INSERT = "INSERT INTO log (delta) VALUES (?)"
 
 
 class StoreError(AgentsyncError):
@@ -212,8 +213,15 @@ class Store:
 
     def log(self, blobs: Sequence[bytes]) -> None:
         """Log encoded deltas in one transaction: all of them are durable when this returns."""
-        with self._lock, self._transaction():
-            self._db.executemany("INSERT INTO log (delta) VALUES (?)", ((b,) for b in blobs))
+        with self._lock:
+            if len(blobs) == 1:  # one statement, its own transaction: the common, hot case
+                try:
+                    self._db.execute(_INSERT, (blobs[0],))
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            else:
+                with self._transaction():
+                    self._db.executemany(_INSERT, ((blob,) for blob in blobs))
             self._log_bytes += sum(map(len, blobs))
 
     def save_members(self, members: list[tuple[str, str | None, str]]) -> None:
