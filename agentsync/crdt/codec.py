@@ -16,7 +16,8 @@ else, on malformed input. The layout is documented in
 from __future__ import annotations
 
 import zlib
-from collections.abc import Hashable, Iterable
+from bisect import bisect_right
+from collections.abc import Hashable, Iterable, Iterator
 from itertools import repeat
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
@@ -227,13 +228,35 @@ class Writer:
         for rid, n in ctx._vv.items():
             vector += (self.replica_index(rid), n)
         ranges: list[int] = []
-        for rid, n in sorted(ctx._cloud):
+        cloud = sorted(ctx._cloud)  # a delta group's cloud lists every dot of its writes
+        at = 0
+        while at < len(cloud):
+            rid = cloud[at][0]
+            end = bisect_right(cloud, (rid, INT64_MAX), at)
             index = self.replica_index(rid)
-            if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == n:
-                ranges[-1] += 1
-            else:
-                ranges += (index, n, 1)
+            for start, length in _runs([n for _, n in cloud[at:end]]):
+                if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == start:
+                    ranges[-1] += length
+                else:
+                    ranges += (index, start, length)
+            at = end
         return [vector, ranges]
+
+
+def _runs(counters: list[int]) -> Iterator[tuple[int, int]]:
+    """``(start, length)`` of each run of consecutive ints in a sorted list without repeats.
+
+    A run shows as first and last differing by the length less one, so a
+    burst of writes (one long run) costs one comparison, not one per dot.
+    """
+    stack = [(0, len(counters))]
+    while stack:
+        lo, hi = stack.pop()
+        if counters[hi - 1] - counters[lo] == hi - 1 - lo:
+            yield counters[lo], hi - lo
+        else:
+            mid = (lo + hi) // 2
+            stack += ((mid, hi), (lo, mid))  # the lower half comes out first
 
 
 class Reader:

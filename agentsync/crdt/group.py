@@ -39,14 +39,19 @@ class LocalGroup(Generic[T]):
     def __init__(self, replica: T) -> None:
         self._replica = replica
         self._names: Any = replica._no_names()
-        self._ctx = CausalContext()
+        self._ctx = CausalContext._of_dots(set())
         self.writes = 0
         """How many deltas were added."""
 
     def add(self, delta: T) -> None:
         """Record a delta of a write already applied to the replica."""
         self._names = delta._name_into(self._names)
-        self._ctx.merge(delta._ctx)
+        theirs = delta._ctx
+        mine = self._ctx
+        if theirs._vv or mine._vv:
+            mine.merge(theirs)
+        else:  # a mutator's delta lists its dots; so may the group (it is a delta)
+            mine._cloud |= theirs._cloud
         self.writes += 1
 
     def build(self) -> T:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from agentsync.crdt import CRDT, CausalContext, GSet, ORMap, ORSet, decode, encode
 from agentsync.crdt.base import KeyedStore
+from agentsync.crdt.codec import Writer
 from tests.crdt.strategies import (
     ELEMENTS,
     NAMED_SPECS,
@@ -300,3 +301,54 @@ def test_a_gap_filled_later_folds_the_cloud() -> None:
     assert c.context.cloud == frozenset({("a", 3)})
     c.merge(deltas[1])
     assert_compact_vector(c.context, {"a": 3})
+
+
+# -- large clouds: the bulk paths agree with dot-by-dot ------------------------------------
+
+big_clouds = st.sets(st.tuples(st.sampled_from("abc"), st.integers(1, 400)), max_size=300)
+
+
+@settings(max_examples=examples(150))
+@given(
+    vector=st.dictionaries(st.sampled_from("abcd"), st.integers(1, 200), max_size=3),
+    mine=big_clouds,
+    theirs=big_clouds,
+)
+def test_merging_a_large_cloud_is_adding_its_dots_one_by_one(
+    vector: dict[str, int], mine: set[tuple[str, int]], theirs: set[tuple[str, int]]
+) -> None:
+    """A delta group's cloud (thousands of dots) merges in bulk: same dots, still compact."""
+    bulk = CausalContext(vector, mine)
+    one_by_one = bulk.copy()
+    bulk.merge(CausalContext._of_dots(set(theirs)))
+    for dot in theirs:
+        one_by_one.add(dot)
+    assert bulk.version_vector == one_by_one.version_vector
+    assert bulk.cloud == one_by_one.cloud
+    into_delta = CausalContext._of_dots(set(mine))  # a delta's context merging another's
+    into_delta.merge(CausalContext._of_dots(set(theirs)))
+    assert set(into_delta) == mine | theirs
+    missing = CausalContext._of_dots(set(theirs))._minus(CausalContext(vector, mine), 1 << 20)
+    assert missing is not None
+    assert set(missing) == set(CausalContext(cloud=theirs)) - set(CausalContext(vector, mine))
+
+
+def reference_ranges(cloud: set[tuple[str, int]], ids: list[str]) -> list[int]:
+    """The cloud's ranges as the codec wrote them dot by dot before (the reference)."""
+    ranges: list[int] = []
+    for rid, n in sorted(cloud):
+        index = ids.index(rid)
+        if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == n:
+            ranges[-1] += 1
+        else:
+            ranges += (index, n, 1)
+    return ranges
+
+
+@settings(max_examples=examples(150))
+@given(cloud=big_clouds)
+def test_a_cloud_encodes_as_its_maximal_runs(cloud: set[tuple[str, int]]) -> None:
+    writer = Writer()
+    vector, ranges = writer.context(CausalContext._of_dots(set(cloud)))
+    assert vector == []
+    assert ranges == reference_ranges(cloud, writer.replica_ids)
