@@ -248,9 +248,12 @@ class Node(Container):
 
         ``await node.stop()``. A node from ``start_background`` can also be
         stopped with a plain ``node.stop()`` from any thread; it returns once
-        the node and its thread are down.
+        the node and its thread are down. A node never started closes its
+        store at once (the data directory is free again), awaited or not.
         """
         loop, thread = self._loop, self._thread
+        if loop is None:
+            self._close_store()
         if thread is not None and loop is not None and threading.current_thread() is not thread:
             future = asyncio.run_coroutine_threadsafe(self._stop(), loop)
             future.result(timeout=30)
@@ -262,7 +265,6 @@ class Node(Container):
 
     async def _stop(self) -> None:
         if self._loop is None:
-            self._close_store()
             return
         tasks, self._tasks = [*self._tasks, *self._probes], []
         self._probes.clear()

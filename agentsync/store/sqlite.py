@@ -87,6 +87,8 @@ class Store:
         self._log_bytes = 0
         self._snapshot_bytes = 0
         self._compacting = False
+        self._clean = False
+        """Whether closing may mark the store clean: its replica id issued nothing lost."""
         try:
             os.makedirs(self.data_dir, exist_ok=True)
         except OSError as exc:
@@ -175,6 +177,7 @@ class Store:
                 ).fetchall()
                 with self._transaction():  # running now: a crash leaves it unclean
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+                self._clean = meta.get("clean") == "1"  # a crashed one stays so until saved anew
             except sqlite3.DatabaseError as exc:
                 raise self._bad(f"cannot be read ({exc})") from None
             except (TypeError, ValueError) as exc:  # a merge refused what the file holds
@@ -199,7 +202,8 @@ class Store:
     # -- writing ----------------------------------------------------------------
 
     def save_identity(self, node_id: str, cluster: str, replica_id: str) -> None:
-        """Record who this node is (once, before its first write)."""
+        """Record who this node is: a new node, or a new incarnation after a crash."""
+        self._clean = True
         with self._lock, self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -293,13 +297,19 @@ class Store:
     # -- closing ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Mark the store cleanly closed, close it and release the directory."""
+        """Close the store and release the directory, marking it clean if it was.
+
+        A store opened after a crash stays unclean until ``save_identity``
+        records a new replica id: whoever opens it next must not write on
+        under the crashed process's id.
+        """
         with self._lock:
             if self._lock_file.closed:
                 return
             try:
-                with contextlib.suppress(StoreError), self._transaction():
-                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+                if self._clean:
+                    with contextlib.suppress(StoreError), self._transaction():
+                        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
                 self._db.close()
             finally:
                 self._lock_file.close()

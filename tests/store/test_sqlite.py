@@ -50,7 +50,16 @@ def test_a_store_gives_back_the_identity_state_and_members_it_was_given(tmp_path
     loaded = again.load()
     assert loaded is not None and not loaded.clean
     assert again.integrity() == "ok"
-    again.close()
+    again.close()  # a reader of a crashed store leaves it unclean for the next opener
+    third = Store(tmp_path)
+    after_reader = third.load()
+    assert after_reader is not None and not after_reader.clean
+    third.save_identity("n1", "blue", "n1.new")  # a new incarnation: clean from now on
+    third.close()
+    fourth = Store(tmp_path)
+    resumed = fourth.load()
+    assert resumed is not None and resumed.clean and resumed.replica_id == "n1.new"
+    fourth.close()
 
 
 def test_logging_several_deltas_is_one_commit_of_all_of_them(tmp_path: Path) -> None:
