@@ -54,6 +54,11 @@ class LocalGroup(Generic[T]):
             mine._cloud |= theirs._cloud
         self.writes += 1
 
+    @property
+    def listed(self) -> int:
+        """How many dots the group's context lists one by one (not as a version vector)."""
+        return len(self._ctx._cloud)
+
     def build(self) -> T:
         """The joined delta of every write added: a new delta, independent of the replica."""
         return self._replica._extract(self._names, self._ctx.copy())

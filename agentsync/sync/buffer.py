@@ -15,12 +15,29 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agentsync.crdt.codec import encode
+from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode
 from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.ormap import ORMap
 
 SEAL_EVERY = 4096
 """The pending delta group is sealed into an entry after at most this many writes."""
+MAX_LISTED_DOTS = MIN_CLOUD_DOTS // 2
+"""The most dots a delta this node composes lists in its context's cloud (a write's worth more).
+
+Every write adds a dot to its delta group's context, so a burst of writes
+that cancel out (add, remove, add...) makes a group of a few bytes whose
+cloud lists thousands of dots. A receiver's decode refuses a cloud of more
+than ``MIN_CLOUD_DOTS`` dots unless the input is large enough to justify it
+(``codec.cloud_budget``): a group past that would be refused at every
+exchange, for ever. So the buffer seals, the engine joins, and it forwards
+what it merged, in deltas of at most this many listed dots; the half left
+over leaves room for the one write that crosses the line.
+"""
+
+
+def listed_dots(delta: ORMap) -> int:
+    """The dots ``delta``'s context lists one by one (what ``cloud_budget`` counts)."""
+    return len(delta._ctx._cloud)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +84,7 @@ class DeltaBuffer:
         """Note the delta of a write already applied to the replica (before it is sent)."""
         pending = self._pending
         pending.add(delta)
-        if pending.writes >= SEAL_EVERY:
+        if pending.writes >= SEAL_EVERY or pending.listed >= MAX_LISTED_DOTS:
             self.seal()
 
     def skip(self) -> None:

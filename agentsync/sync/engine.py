@@ -14,7 +14,10 @@ Algorithm 2) with both optimizations of Enes et al. (ICDE 2019):
   and forwarded (``CRDT.unseen_part``).
 - An interval of several small entries travels as **one joined delta** (a
   fresh join: the buffered entries are never changed), not as one framed
-  delta per entry; a single entry, or large ones, go as encoded once.
+  delta per entry; a single entry, or large ones, go as encoded once. No
+  delta composed here lists more than ``MAX_LISTED_DOTS`` dots in its
+  context's cloud (a join goes in runs), which a receiver's decode could
+  refuse: a burst of writes that cancel out is a few bytes listing a dot each.
 - **The response cut.** A response leaves out what the request it answers
   carried: the requester holds those deltas, so of the interval it gets only
   ``held.unseen_part(delta)``, where ``held`` is their join. On a mesh one
@@ -42,7 +45,7 @@ from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
-from agentsync.sync.buffer import DeltaBuffer, Entry
+from agentsync.sync.buffer import MAX_LISTED_DOTS, DeltaBuffer, Entry, listed_dots
 from agentsync.sync.messages import (
     MAX_CLUSTER_CHARS,
     MAX_DELTAS,
@@ -348,7 +351,7 @@ class SyncEngine:
                 incoming = incoming.copy()
                 for delta in message.deltas[1:]:
                     incoming.merge(delta)
-            changed = self._apply(incoming, sender)
+            changed = self._apply(incoming, sender, message.deltas)
             if not message.is_response:
                 self._held = incoming  # the requester holds it: cut the response by it
         _raise_merged(peer, message.seq)
@@ -402,8 +405,13 @@ class SyncEngine:
         _raise_merged(peer, incoming.seq)
         return changed
 
-    def _apply(self, incoming: ORMap, origin: str) -> Changed:
-        """Merge what ``incoming`` adds, buffer it for the other peers, and say what changed."""
+    def _apply(
+        self, incoming: ORMap, origin: str, pieces: tuple[ORMap, ...] | None = None
+    ) -> Changed:
+        """Merge what ``incoming`` adds, buffer it for the other peers, and say what changed.
+
+        ``pieces``: the deltas ``incoming`` joins (None: it came whole).
+        """
         for name in incoming._fields:
             if type(name) is not str:
                 raise ProtocolError(f"top-level names must be str, not {type(name).__name__}")
@@ -417,10 +425,35 @@ class SyncEngine:
         if self.on_merge is not None:
             self.on_merge(part)
         if self._tracked:
-            self._buffer.add(part if self.rr else incoming, origin)
+            for forwarded in self._forwarded(part, incoming, pieces):
+                self._buffer.add(forwarded, origin)
         else:
             self._buffer.skip()
         return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
+
+    def _forwarded(
+        self, part: ORMap, incoming: ORMap, pieces: tuple[ORMap, ...] | None
+    ) -> list[ORMap]:
+        """What to buffer of a merge: the part new here (RR), if a peer can decode it.
+
+        A part can list many more dots than its few bytes justify to a
+        receiver's decode (see ``MAX_LISTED_DOTS``): the part of an interval
+        of several deltas, joined here, of a peer's burst of writes that
+        cancel out. Forwarding what arrived instead is safe (it is what
+        ``rr=False`` does): the interval's deltas, joined in runs within
+        the bound, or alone (each decoded here from about the bytes it
+        encodes to).
+        """
+        if self.rr and listed_dots(part) <= MAX_LISTED_DOTS:
+            return [part]
+        if (
+            pieces is None
+            or len(pieces) == 1
+            or listed_dots(incoming) <= MAX_LISTED_DOTS
+            or not all(piece.is_delta for piece in pieces)  # then incoming is a full state
+        ):
+            return [incoming]
+        return [run[0] if len(run) == 1 else _joined(run) for run in _runs(pieces)]
 
     def _take_ack(self, peer: PeerState, message: SyncMessage) -> None:
         """Raise the peer's ack; lower it only when the peer says it refused an interval.
@@ -558,7 +591,16 @@ class SyncEngine:
             and size <= JOIN_MAX_AVERAGE_BYTES * len(chosen)
             and all(e.delta.is_delta for e in chosen)  # _absorb joins deltas (a full state: rare)
         ):
-            sent = [(_joined(chosen), None)]
+            # Runs of entries, each joined, listing at most MAX_LISTED_DOTS dots.
+            runs = _runs([e.delta for e in chosen])
+            at = 0
+            sent = []
+            for run in runs:
+                if len(run) == 1:
+                    sent.append((chosen[at].delta, chosen[at].data))
+                else:
+                    sent.append((_joined(run), None))
+                at += len(run)
         held = self._held
         if held is not None:
             ids = held._ctx._replica_ids()
@@ -624,16 +666,35 @@ class SyncEngine:
             buffer.release(floor)
 
 
-def _joined(entries: list[Entry]) -> ORMap:
-    """A fresh join of buffered deltas; the entries stay as they are.
+def _joined(deltas: list[ORMap]) -> ORMap:
+    """A fresh join of deltas merged here already; the deltas stay as they are.
 
-    ``merge`` without its checks (``_absorb``): every entry was merged here
+    ``merge`` without its checks (``_absorb``): every delta was merged here
     already, so its timestamps were checked then.
     """
-    group = entries[0].delta.copy()
-    for entry in entries[1:]:
-        group._absorb(entry.delta)
+    group = deltas[0].copy()
+    for delta in deltas[1:]:
+        group._absorb(delta)
     return group
+
+
+def _runs(deltas: list[ORMap] | tuple[ORMap, ...]) -> list[list[ORMap]]:
+    """Consecutive deltas in runs whose joins list at most ``MAX_LISTED_DOTS`` dots.
+
+    The sum of the runs' listed dots bounds their join's (a delta longer on
+    its own is a run of one).
+    """
+    runs: list[list[ORMap]] = []
+    listed = 0
+    for delta in deltas:
+        dots = listed_dots(delta)
+        if runs and listed + dots <= MAX_LISTED_DOTS:
+            runs[-1].append(delta)
+            listed += dots
+        else:
+            runs.append([delta])
+            listed = dots
+    return runs
 
 
 def _raise_merged(peer: PeerState, seq: int) -> None:
