@@ -509,7 +509,9 @@ class Node(Container):
         """Stop gossiping with the node at ``url`` (it may still contact this node)."""
         base = normalize_url(url)
         with self._lock:
-            self._membership.remove(base)
+            member = self._membership.get(base)
+            if member is not None and self._membership.remove(base):
+                self._noted(Transition(base, member.node_id, member.state, None))
 
     @property
     def peers(self) -> list[str]:
@@ -617,12 +619,19 @@ class Node(Container):
             log.error("a probe failed", exc_info=probe.exception())
 
     def _noted(self, transition: Transition | None) -> None:
-        """Log a member's change of state."""
+        """Log a member's change of state; forget a removed one's sync state (under the lock).
+
+        The engine keeps the delta buffer until every peer it knows acked it:
+        a peer that left for good must not pin it.
+        """
         if transition is None:
             return
         new = transition.new.value if transition.new is not None else "removed"
         log.info("peer %s (%s): %s -> %s", transition.url, transition.node_id,
                  transition.old.value, new)  # fmt: skip
+        node_id = transition.node_id
+        if transition.new is None and node_id and self._membership.url_of(node_id) is None:
+            self._engine.forget(node_id)
 
     async def _announce(self) -> None:
         """Announce this node over mDNS and take the peers of its cluster that announce."""

@@ -216,6 +216,9 @@ def test_the_membership_timings_are_the_nodes_to_choose() -> None:
             await stop_all([b, c])
             await eventually(lambda: a.peers == [b.url], "a forgets c, not its seed b")
             assert states(a)[b.url] is MemberState.DEAD
+            assert "c" not in a._engine.peers  # nor does c's old ack pin a's delta buffer
+            a.remove_peer(b.url)
+            assert "b" not in a._engine.peers and a.peers == []
         finally:
             await stop_all([a, b, c])
 
