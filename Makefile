@@ -42,6 +42,7 @@ bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/convergence.py --json bench/results/convergence.json
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json
 	$(BIN)/python bench/icde19.py --json bench/results/icde19.json
+	$(BIN)/python bench/durability.py --json bench/results/durability.json
 	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
 
 clean:
