@@ -33,7 +33,7 @@ typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy --strict agentsync
 
 pytest: $(VENV)/.dev-installed
-	$(BIN)/python -m pytest --cov=agentsync --cov-report=term
+	$(BIN)/python -m pytest -n auto --cov=agentsync --cov-report=term
 
 test: lint typecheck pytest
 

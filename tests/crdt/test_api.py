@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+import re
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
@@ -470,7 +471,8 @@ UNHASHABLE_KEYS = [{}, {"a": 1}, [{"a": 1}], MappingProxyType({"a": 1}), ({"a": 
 
 
 def _ids(value: Any) -> str:
-    return repr(value)[:30]
+    """A stable id: a repr without the memory address some reprs carry."""
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(value))[:30]
 
 
 @pytest.mark.parametrize("write", VALUE_WRITES.values(), ids=VALUE_WRITES.keys())
