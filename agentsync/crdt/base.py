@@ -18,10 +18,21 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from agentsync.crdt.dots import CausalContext, Cut, Entry, dot_key, join_dots, novel_dots
+from agentsync.crdt.dots import (
+    CausalContext,
+    Cut,
+    Entry,
+    check_up_to,
+    check_vector,
+    collapsed,
+    dot_key,
+    join_dots,
+    novel_dots,
+    stripped,
+)
 from agentsync.crdt.hlc import HybridLogicalClock, WallClock, as_hlc
 from agentsync.crdt.values import check_replica_id
 
@@ -217,6 +228,102 @@ class CRDT(abc.ABC):
         kind = "delta" if self._delta else "replica"
         return f"<{type(self).__name__} {kind} {self._rid!r}: {self.value!r}>"
 
+    # -- pruning (docs/crdts.md, "Pruning") -------------------------------------
+
+    def replica_ids(self) -> set[str]:
+        """Every replica id this state mentions, in its causal context or its store."""
+        ids = self._ctx._replica_ids()
+        ids.update(dot[0] for dot in self._dots())
+        return ids
+
+    def collapse(self: T, replica_id: str) -> T:
+        """Take over the entries of ``replica_id``, a replica that left; return the delta.
+
+        The first step of pruning a departed replica (Akka's pruning), run by
+        one live replica, the *owner*, which is this one. Every entry of
+        ``replica_id`` this state holds, up to ``up_to`` =
+        ``self.context.version_vector[replica_id]`` (the dots it saw without
+        a gap, read before collapsing), is written again under a new dot of
+        this replica, with the same payload: a counter's contribution, a
+        register's value and timestamp, a set element, an enable. An element
+        or flag that this replica already holds a dot of just loses the other
+        one; a counter holds this replica's contribution in two entries until
+        its next increment folds them. Entries above ``up_to`` (seen past a
+        gap) stay as they are. The delta is an ordinary delta of this
+        replica's writes: every replica merges it, then calls
+        ``cleanup(replica_id, up_to)``. Exactly one owner may collapse a
+        replica, or counters would count its contribution once per owner.
+
+        Raises TypeError on a delta and ValueError for this replica's own id.
+        The delta is empty when ``replica_id`` has no entry here.
+        """
+        self._ensure_replica()
+        check_replica_id(replica_id)
+        if replica_id == self._rid:
+            raise ValueError(f"replica {replica_id!r} cannot collapse its own entries")
+        up_to = self._ctx._vv.get(replica_id, 0)
+        delta = self._part(CausalContext._of_dots(set()))
+        if up_to:
+            self._collapse(replica_id, up_to, delta)
+        return delta
+
+    def cleanup(self, replica_id: str, up_to: int) -> None:
+        """Forget the dots ``(replica_id, n)`` with ``n <= up_to``, in place.
+
+        Run once the owner's ``collapse`` delta has been merged here: the
+        entries of ``replica_id`` up to ``up_to`` (dead ones, or live ones the
+        collapse re-issued) and its dots up to ``up_to`` in the context go.
+        Its entries and dots above ``up_to`` stay: it wrote them after the
+        owner collapsed it, so they are news. From now on pass whatever
+        arrives through ``cleaned`` before merging it.
+
+        Raises ValueError for this replica's own id: forgetting its own dots
+        would make it issue them again.
+        """
+        check_replica_id(replica_id)
+        check_up_to(up_to)
+        if replica_id == self._rid:
+            raise ValueError(f"replica {replica_id!r} cannot forget its own dots")
+        if up_to:
+            self._strip({replica_id: up_to})
+            self._ctx._forget(replica_id, up_to)
+
+    def cleaned(self: T, pruned: Mapping[str, int]) -> T | None:
+        """This state or delta without the dots ``(r, n)`` with ``n <= pruned[r]``.
+
+        ``pruned`` maps each replica cleaned up at the receiver to its
+        ``up_to``. Pass everything that arrives through this before merging
+        it, or entries of a pruned replica that its ``cleanup`` forgot would
+        come back. Returns None when nothing is left, ``self`` itself (no
+        copy) when it holds none of those dots, and a new object otherwise.
+        """
+        bounds = check_vector(pruned, "pruned")
+        if not self._ctx:
+            return None
+        if not self._ctx._holds_any(bounds):
+            return self
+        twin = self.copy()
+        twin._strip(bounds)
+        for replica_id, up_to in bounds.items():
+            twin._ctx._forget(replica_id, up_to)
+        if not twin._ctx and twin._is_empty():
+            return None
+        return twin
+
+    def prune_stable(self, stable: Mapping[str, int]) -> int:
+        """Drop what was kept only for updates every replica has seen; return how many.
+
+        ``stable`` is a version vector of causally stable dots: every replica
+        has seen each dot ``(r, n)`` with ``n <= stable[r]``, and this replica
+        has seen every dot that any replica issued before it saw them (take
+        the pointwise minimum of the replicas' version vectors, each one
+        merged here first). Only an LWWMap keeps anything for that: a
+        tombstone that is the only entry under its key; elsewhere this
+        returns 0. Raises TypeError on a delta.
+        """
+        self._ensure_replica()
+        return self._prune(check_vector(stable, "stable"), False)
+
     # -- the store protocol (what an ORMap needs from what it nests) ---------
 
     @abc.abstractmethod
@@ -285,6 +392,26 @@ class CRDT(abc.ABC):
         merging it drops what the recorded deltas overwrote or removed there.
         """
 
+    @abc.abstractmethod
+    def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
+        """Re-issue the entries of ``gone`` up to ``up_to`` under this replica's new dots.
+
+        Fills ``part`` (a delta store on the collapse delta's context) with
+        the re-issued entries and adds them and the dots they replace to that
+        context; returns whether anything changed.
+        """
+
+    @abc.abstractmethod
+    def _strip(self, pruned: Mapping[str, int]) -> None:
+        """Drop the entries whose dot ``(r, n)`` has ``n <= pruned[r]``, in place.
+
+        A delta keeps the keys it emptied as markers; a full state drops them.
+        """
+
+    def _prune(self, stable: Mapping[str, int], nested: bool) -> int:
+        """Drop stable tombstones (LWWMap); ``nested``: inside an ORMap. Returns how many."""
+        return 0
+
     def _part(self: T, part_ctx: CausalContext) -> T:
         """An empty delta of this type on ``part_ctx`` (a shell, a marker or a cut part)."""
         part = self._blank(self._rid, part_ctx, self._clock(), self._depth())
@@ -350,6 +477,8 @@ class FlatStore(CRDT):
     __slots__ = ("_entries",)
 
     _entries: tuple[Entry, ...]
+    _DOT_SET: ClassVar[bool] = False
+    """The entries are bare dots (a DotSet), not dots with a payload."""
 
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._entries = ()
@@ -408,6 +537,29 @@ class FlatStore(CRDT):
         part._entries = tuple(e for e in self._entries if has(e[0], e[1]))  # type: ignore[attr-defined]
         return part
 
+    def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
+        replaced: set[tuple[str, int]] = set()
+        done = collapsed(
+            self._entries,
+            gone,
+            up_to,
+            owner=self._rid,
+            issue=self._issue,
+            dot_set=self._DOT_SET,
+            replaced=replaced,
+        )
+        if done is None:
+            return False
+        self._entries, issued = done
+        part._entries = issued
+        cloud = part._ctx._cloud
+        cloud |= replaced
+        cloud.update((e[0], e[1]) for e in issued)
+        return True
+
+    def _strip(self, pruned: Mapping[str, int]) -> None:
+        self._entries = stripped(self._entries, pruned)
+
     def _replace(
         self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
     ) -> T:
@@ -438,6 +590,8 @@ class KeyedStore(CRDT):
     __slots__ = ("_entries",)
 
     _entries: dict[Hashable, tuple[Entry, ...]]
+    _DOT_SET: ClassVar[bool] = False
+    """Each key's entries are bare dots (a DotSet), not dots with a payload."""
 
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._entries = {}
@@ -542,6 +696,40 @@ class KeyedStore(CRDT):
             kept = tuple(e for e in mine.get(key, ()) if has(e[0], e[1]))
             part._put(key, (), kept, True)
         return part
+
+    def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
+        replaced: set[tuple[str, int]] = set()
+        issued_dots: list[tuple[str, int]] = []
+        for key, dots in list(self._entries.items()):
+            done = collapsed(
+                dots,
+                gone,
+                up_to,
+                owner=self._rid,
+                issue=self._issue,
+                dot_set=self._DOT_SET,
+                replaced=replaced,
+            )
+            if done is None:
+                continue
+            new, issued = done
+            self._put(key, dots, new, False)
+            part._entries[key] = issued  # a marker when nothing was re-issued
+            issued_dots.extend((e[0], e[1]) for e in issued)
+        if not replaced:
+            return False
+        part._after_load()
+        cloud = part._ctx._cloud
+        cloud |= replaced
+        cloud.update(issued_dots)
+        return True
+
+    def _strip(self, pruned: Mapping[str, int]) -> None:
+        keep = self._delta
+        for key, dots in list(self._entries.items()):
+            new = stripped(dots, pruned)
+            if new is not dots:
+                self._put(key, dots, new, keep)
 
     def _after_load(self) -> None:
         """Recompute derived counts after the store was filled wholesale."""

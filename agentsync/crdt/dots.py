@@ -12,7 +12,7 @@ equal stores are equal tuples.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -281,6 +281,62 @@ class CausalContext:
     def _replica_ids(self) -> set[str]:
         return set(self._vv) | {r for r, _ in self._cloud}
 
+    def forget(self, replica_id: str, up_to: int) -> None:
+        """Drop every dot ``(replica_id, n)`` with ``n <= up_to``, as if never seen.
+
+        Pruning's last step (see ``CRDT.cleanup``): the vector entry goes, and
+        so do the cloud dots up to ``up_to``. Dots above ``up_to`` stay; those
+        the vector held move to the cloud, since a vector entry always starts
+        at 1. ``up_to`` is an int >= 0 (0 forgets nothing).
+        """
+        check_replica_id(replica_id)
+        check_up_to(up_to)
+        self._forget(replica_id, up_to)
+
+    def _forget(self, replica_id: str, up_to: int) -> None:
+        if up_to < 1:  # the dots above stay, and (replica_id, 1) would belong in the vector
+            return
+        top = self._vv.pop(replica_id, 0)
+        cloud = self._cloud
+        if cloud:
+            cloud.difference_update(
+                [dot for dot in cloud if dot[0] == replica_id and dot[1] <= up_to]
+            )
+        if top > up_to:
+            cloud.update((replica_id, n) for n in range(up_to + 1, top + 1))
+
+    def _holds_any(self, pruned: Mapping[str, int]) -> bool:
+        """True when some dot ``(r, n)`` with ``n <= pruned[r]`` is here."""
+        vv = self._vv
+        for replica_id, up_to in pruned.items():
+            if up_to and replica_id in vv:
+                return True
+        if self._cloud and pruned:
+            return any(n <= pruned.get(r, 0) for r, n in self._cloud)
+        return False
+
+
+def check_up_to(up_to: object) -> int:
+    """Return ``up_to`` if it is a valid pruning bound (0 .. INT64_MAX), else raise."""
+    if type(up_to) is not int:
+        raise TypeError(f"up_to must be an int, not {type(up_to).__name__}")
+    if up_to != 0:
+        check_counter(up_to)
+    return up_to
+
+
+def check_vector(vector: object, what: str) -> dict[str, int]:
+    """A replica id -> int >= 0 mapping (a pruning map or a stable vector), as a dict."""
+    if not isinstance(vector, Mapping):
+        kind = type(vector).__name__
+        raise TypeError(f"{what} must be a mapping of replica id to int, not {kind}")
+    checked: dict[str, int] = {}
+    for replica_id, n in vector.items():
+        check_replica_id(replica_id)
+        if check_up_to(n):
+            checked[replica_id] = n
+    return checked
+
 
 def dot_key(entry: Entry) -> tuple[str, int]:
     """The sort key of an entry: its dot."""
@@ -365,3 +421,44 @@ def novel_dots(
                 cut.removed.add(dot)
                 drops = True
     return kept, drops
+
+
+def stripped(entries: tuple[Entry, ...], pruned: Mapping[str, int]) -> tuple[Entry, ...]:
+    """``entries`` but those whose dot ``(r, n)`` has ``n <= pruned[r]`` (itself if none)."""
+    if not any(e[1] <= pruned.get(e[0], 0) for e in entries):
+        return entries
+    return tuple(e for e in entries if e[1] > pruned.get(e[0], 0))
+
+
+def collapsed(
+    entries: tuple[Entry, ...],
+    gone: str,
+    up_to: int,
+    *,
+    owner: str,
+    issue: Callable[[], tuple[str, int]],
+    dot_set: bool,
+    replaced: set[tuple[str, int]],
+) -> tuple[tuple[Entry, ...], tuple[Entry, ...]] | None:
+    """Re-issue the entries of ``gone`` (dots up to ``up_to``) under new dots of ``owner``.
+
+    Returns the store's new entries and the re-issued ones, or None when
+    ``gone`` has no entry here; the dots re-issued go into ``replaced``. In a
+    DotFun (``dot_set`` false) each entry keeps its payload under a dot of
+    its own. In a DotSet the dots carry no payload: they go without a new
+    one when ``owner`` holds a dot here already, else one new dot stands
+    for all of them.
+    """
+    old = [e for e in entries if e[0] == gone and e[1] <= up_to]
+    if not old:
+        return None
+    kept = [e for e in entries if not (e[0] == gone and e[1] <= up_to)]
+    replaced.update((e[0], e[1]) for e in old)
+    issued: list[Entry]
+    if dot_set:
+        issued = [] if any(e[0] == owner for e in kept) else [issue()]
+    else:
+        issued = [(owner, issue()[1], *e[2:]) for e in old]
+    kept.extend(issued)
+    kept.sort(key=dot_key)
+    return tuple(kept), tuple(issued)

@@ -17,6 +17,7 @@ class EWFlag(FlatStore):
 
     __slots__ = ()
     TAG = "ef"
+    _DOT_SET = True
 
     @property
     def value(self) -> bool:

@@ -11,7 +11,7 @@ stable.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -185,6 +185,30 @@ class LWWMap(Clocked, KeyedStore):
 
     def _after_load(self) -> None:
         self._removed = sum(1 for dots in self._entries.values() if _is_removed(dots))
+
+    # -- pruning ----------------------------------------------------------------
+
+    def _prune(self, stable: Mapping[str, int], nested: bool) -> int:
+        """Drop each tombstone that is stable and alone under its key.
+
+        Nested in an ORMap, this map's having an entry is what shows its key
+        there, even with every key removed; so it prunes only while it holds
+        an entry that is not a tombstone, which no pruning anywhere drops.
+        """
+        entries = self._entries
+        if nested and all(e[3] is TOMBSTONE for dots in entries.values() for e in dots):
+            return 0
+        gone = [
+            key
+            for key, dots in entries.items()
+            if len(dots) == 1
+            and dots[0][3] is TOMBSTONE
+            and dots[0][1] <= stable.get(dots[0][0], 0)
+        ]
+        for key in gone:
+            del entries[key]
+        self._removed -= len(gone)
+        return len(gone)
 
     def _newest_ts(self, seen: CausalContext) -> int:
         return newest_unseen(chain.from_iterable(self._entries.values()), seen)

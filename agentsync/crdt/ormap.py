@@ -16,7 +16,7 @@ as a type it does not hold raises TypeError.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from agentsync.crdt.base import CRDT, Clocked
@@ -320,6 +320,42 @@ class ORMap(Clocked):
                 if nested is not None:
                     part._fields.setdefault(key, {})[tag] = nested
         return part if part._fields or cut.keep_all else None
+
+    def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
+        changed = False
+        for key, fields in self._fields.items():
+            for tag, nested in fields.items():
+                nested_part = nested._part(part._ctx)
+                if nested._collapse(gone, up_to, nested_part):
+                    part._fields.setdefault(key, {})[tag] = nested_part
+                    changed = True
+        return changed
+
+    def _strip(self, pruned: Mapping[str, int]) -> None:
+        self._sweep(lambda nested: nested._strip(pruned))
+
+    def _prune(self, stable: Mapping[str, int], nested: bool) -> int:
+        dropped = 0
+
+        def prune(inner: CRDT) -> None:
+            nonlocal dropped
+            dropped += inner._prune(stable, True)
+
+        self._sweep(prune)
+        return dropped
+
+    def _sweep(self, change: Callable[[CRDT], None]) -> None:
+        """Apply ``change`` to every nested store; a full state then drops the emptied ones."""
+        keep = self._delta
+        for key in list(self._fields):
+            fields = self._fields[key]
+            for tag in list(fields):
+                nested = fields[tag]
+                change(nested)
+                if not keep and nested._is_empty():
+                    del fields[tag]
+            if not fields:
+                del self._fields[key]
 
     def _newest_ts(self, seen: CausalContext) -> int:
         return max(

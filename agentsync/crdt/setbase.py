@@ -17,6 +17,7 @@ class SetBase(KeyedStore):
     """A set whose elements map to the dots of their live adds."""
 
     __slots__ = ()
+    _DOT_SET = True
 
     @property
     def value(self) -> frozenset[Hashable]:
