@@ -15,8 +15,10 @@ passes what arrives through ``cleaned({"b": up_to})``. The laws:
    when a re-issued entry's timestamp ties *exactly* with another entry's
    (the tie is broken by replica id, and the id changed). Then the winning
    timestamp and the values written at it are still the same.
-2. **cleanup after the collapse** changes no value at a replica that has
-   seen what the owner had seen, and leaves no trace of b anywhere.
+2. **cleanup after the collapse** changes no value at a replica whose state
+   includes the owner's (``x ⊔ owner == x``: having seen the same dots is
+   not enough when deltas arrive out of order), and leaves no trace of b
+   anywhere.
 3. **Convergence.** Replicas that cleaned up and merge everything else
    through ``cleaned`` (stale deltas, b's last state, states from before
    the collapse) are equal, equal to the cleaned join of all the unpruned
@@ -314,11 +316,11 @@ def prune_everywhere(
     for rid in LIVE:
         x = world.replicas[rid]
         before = x.value
-        seen = dep.pre.context <= x.context
+        seen = join(x, dep.pre) == x  # not just its dots: deltas arrive out of order
         x.cleanup(GONE, dep.up_to)
         check_sane(x)
         assert GONE not in x.replica_ids(), f"{rid} still mentions b: {x!r}"
-        event(f"{rid} had seen what the owner had: {seen}")
+        event(f"{rid} includes the owner's state: {seen}")
         if seen:
             assert x.value == before, f"cleanup changed {rid}'s value"
         left = x.cleaned(dep.pruned)
