@@ -25,6 +25,12 @@ How it measures:
   gossiping node's idle exchanges (a few small bodies per round) weigh on
   the alone trials, which only lowers the ratio's denominator by about 1%.
 
+* **offline** (issue 5's offline-first item) knows ``--peers`` peers that
+  never answer: half refuse the connection (nothing listens), half accept it
+  and stay silent until the exchange times out, as on a network that is down.
+  Its writes per second, against alone, show whether a node with no
+  reachable peer still writes at full speed.
+
 The bar: gossiping keeps >= 50% of the writes per second of alone. The
 peers share this machine's cores with the writer. The script exits 0 unless
 the run failed (a peer did not start, or the writes did not spread).
@@ -34,10 +40,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +77,7 @@ BAR_RATIO = 0.5
 START_TIMEOUT_S = 20.0
 SPREAD_TIMEOUT_S = 30.0
 URL_LINE = re.compile(r"serving (http://\S+)")
+MODES = ("alone", "gossiping", "offline")
 
 
 @dataclass
@@ -226,6 +235,9 @@ async def run_trials(
 ) -> list[Trial]:
     gossiping = Node("writer", gossip_interval=interval)
     alone = Node("alone", gossip_interval=interval)
+    silent = await asyncio.start_server(_never_answer, "127.0.0.1", 0)
+    unreachable = [_refusing_url() if i % 2 else _url_of(silent) for i in range(peers)]
+    offline = Node("offline", gossip_interval=interval, peers=unreachable)
     procs = Peers()
     results: list[Trial] = []
     if pin is not None:
@@ -233,20 +245,22 @@ async def run_trials(
     await gossiping.start()
     try:
         await alone.start()
+        await offline.start()
         with tempfile.TemporaryDirectory(prefix="agentsync-bench-") as logs:
             procs.start(peers, gossiping.url, interval, pin[1] if pin else None, Path(logs))
         for url in procs.urls:
             gossiping.add_peer(url)
         log(f"{peers} peers up: {' '.join(procs.urls)}")
-        workloads = {"alone": Workload(alone), "gossiping": Workload(gossiping)}
+        nodes = {"alone": alone, "gossiping": gossiping, "offline": offline}
+        workloads = {mode: Workload(node) for mode, node in nodes.items()}
         # Warm-up: both write once briefly, and the peers catch up with the writer.
         for workload in workloads.values():
             await _write_for(workload, min(seconds, 0.2))
         await _spread(procs.urls, workloads["gossiping"].total, SPREAD_TIMEOUT_S)
         for t in range(trials):
-            order = ("alone", "gossiping") if t % 2 == 0 else ("gossiping", "alone")
+            order = MODES[t % 3 :] + MODES[: t % 3]  # each mode takes each place in turn
             for mode in order:
-                node = gossiping if mode == "gossiping" else alone
+                node = nodes[mode]
                 before = asdict(node.metrics)
                 writes, elapsed, cpu = await _write_for(workloads[mode], seconds)
                 after = asdict(node.metrics)
@@ -276,15 +290,35 @@ async def run_trials(
                 )
     finally:
         procs.stop()
+        await offline.stop()
         await alone.stop()
         await gossiping.stop()
+        silent.close()
     return results
+
+
+async def _never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A peer that takes the connection and never answers (the exchange times out)."""
+    with contextlib.suppress(ConnectionError):
+        await reader.read()  # until the client gives up and closes
+    writer.close()
+
+
+def _url_of(server: asyncio.Server) -> str:
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def _refusing_url() -> str:
+    """A loopback URL where nothing listens (a port just bound and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def summarize(results: list[Trial]) -> dict[str, Any]:
     medians = {
         mode: statistics.median(t.writes_per_s for t in results if t.mode == mode)
-        for mode in ("alone", "gossiping")
+        for mode in MODES
     }
     ratio = medians["gossiping"] / medians["alone"]
     per_cpu = {
@@ -298,6 +332,8 @@ def summarize(results: list[Trial]) -> dict[str, Any]:
         "alone_writes_per_s": medians["alone"],
         "gossiping_writes_per_s": medians["gossiping"],
         "ratio": ratio,
+        "offline_writes_per_s": medians["offline"],
+        "offline_ratio": medians["offline"] / medians["alone"],
         "bar_ratio": BAR_RATIO,
         "status": "PASS" if ratio >= BAR_RATIO else "MISS",
         "spread_s_median": statistics.median(spread) if spread else None,
@@ -306,7 +342,7 @@ def summarize(results: list[Trial]) -> dict[str, Any]:
         "cpu_ratio": per_cpu["gossiping"] / per_cpu["alone"],
         "cpu_share_median": {
             mode: statistics.median(t.cpu_share for t in results if t.mode == mode)
-            for mode in ("alone", "gossiping")
+            for mode in MODES
         },
     }
 
@@ -374,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             f"writer on CPU {share[mode]:.0%} of the time, "
             f"{summary[mode + '_writes_per_cpu_s']:>10,.0f} writes per CPU second"
         )
+    log(
+        f"offline    {summary['offline_writes_per_s']:>10,.0f} writes/s (median), "
+        f"{summary['offline_ratio']:.2f} of alone, with {args.peers} peers that never answer"
+    )
     log(
         f"{summary['status']:<4}  bar   gossiping/alone = {summary['ratio']:.2f} "
         f"(>= {BAR_RATIO:.2f}); peers caught up {summary['spread_s_median']:.2f} s "
