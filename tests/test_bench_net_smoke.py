@@ -68,12 +68,16 @@ def test_throughput_quick_run_writes_its_report(tmp_path: Path) -> None:
     trials = report["trials"]
     assert [t["mode"] for t in trials].count("alone") == config["trials"]
     assert [t["mode"] for t in trials].count("gossiping") == config["trials"]
+    assert [t["mode"] for t in trials].count("offline") == config["trials"]
     for trial in trials:
         assert trial["writes"] > 0
         assert trial["writes_per_s"] > 0
         if trial["mode"] == "gossiping":
             assert trial["spread_s"] is not None  # the peers really got the writes
             assert trial["bytes_sent"] > 0
+        elif trial["mode"] == "offline":
+            assert trial["spread_s"] is None
+            assert trial["exchanges"] == trial["bytes_received"] == 0  # no peer ever answers
         else:
             assert trial["spread_s"] is None
             assert trial["bytes_sent"] == 0  # no peers: nothing on the wire
@@ -81,4 +85,5 @@ def test_throughput_quick_run_writes_its_report(tmp_path: Path) -> None:
     assert summary["ratio"] > 0
     assert summary["bar_ratio"] == 0.5
     assert summary["status"] in {"PASS", "MISS"}
-    assert set(summary["cpu_share_median"]) == {"alone", "gossiping"}
+    assert set(summary["cpu_share_median"]) == {"alone", "gossiping", "offline"}
+    assert summary["offline_ratio"] > 0
