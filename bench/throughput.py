@@ -75,7 +75,7 @@ MAP_KEYS = 1000
 SET_ELEMENTS = 100
 BAR_RATIO = 0.5
 START_TIMEOUT_S = 20.0
-SPREAD_TIMEOUT_S = 30.0
+SPREAD_TIMEOUT_S = 300.0
 URL_LINE = re.compile(r"serving (http://\S+)")
 MODES = ("alone", "gossiping", "offline")
 
