@@ -16,6 +16,7 @@ else, on malformed input. The layout is documented in
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from itertools import repeat
 from types import MappingProxyType
@@ -227,17 +228,18 @@ class Writer:
         for rid, n in ctx._vv.items():
             vector += (self.replica_index(rid), n)
         ranges: list[int] = []
-        cloud = ctx._cloud  # a delta group's cloud lists every dot of its writes
-        rids = sorted({rid for rid, _ in cloud})
-        for rid in rids:
+        cloud = sorted(ctx._cloud)  # a delta group's cloud lists every dot of its writes
+        at = 0
+        while at < len(cloud):
+            rid = cloud[at][0]
+            end = bisect_right(cloud, (rid, INT64_MAX), at)
             index = self.replica_index(rid)
-            counters = [n for r, n in cloud if r == rid] if len(rids) > 1 else [n for _, n in cloud]
-            counters.sort()
-            for start, length in _runs(counters):
+            for start, length in _runs([n for _, n in cloud[at:end]]):
                 if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == start:
                     ranges[-1] += length
                 else:
                     ranges += (index, start, length)
+            at = end
         return [vector, ranges]
 
 

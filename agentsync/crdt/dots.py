@@ -253,8 +253,6 @@ class CausalContext:
 
     def _refold(self, replica_ids: list[str]) -> None:
         """Drop or fold the cloud dots of replicas whose vector entry grew."""
-        if not replica_ids or not self._cloud:
-            return
         touched = set(replica_ids)
         mine = sorted(d for d in self._cloud if d[0] in touched)
         if not mine:
