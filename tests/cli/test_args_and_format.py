@@ -155,8 +155,19 @@ def test_status_shows_health_peers_and_names(
     assert "peers (2)" in out
     peer_rows = [line.split() for line in lines if line.startswith("  http://")]
     assert peer_rows == [
-        ["http://127.0.0.1:8001", "beta", "alive", "0", "0.2", "s", "ago"]
-        + ["receiving", "3/10,", "sending", "1/2"],
+        [
+            "http://127.0.0.1:8001",
+            "beta",
+            "alive",
+            "0",
+            "0.2",
+            "s",
+            "ago",
+            "receiving",
+            "3/10,",
+            "sending",
+            "1/2",
+        ],
         ["http://127.0.0.1:8002", "?", "dead", "4", "never", "-"],  # no catch-up under way
     ]
     assert "names (3)" in out
