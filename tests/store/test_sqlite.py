@@ -14,6 +14,17 @@ from agentsync.store import Store, StoreError, StoreLockedError
 from agentsync.store.sqlite import APPLICATION_ID, DB_FILE, SCHEMA_VERSION
 
 
+def sql(data_dir: Path, statement: str, *params: object) -> object:
+    """Run one statement on the store's file behind its back, committed; its first value."""
+    db = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        row = db.execute(statement, params).fetchone()
+        db.commit()
+        return row[0] if row else None
+    finally:
+        db.close()
+
+
 def writes(state: ORMap, items: range) -> list[ORMap]:
     return [state.update("tasks", ORSet, lambda s, i=i: s.add(f"t{i}")) for i in items]
 
@@ -95,9 +106,7 @@ def test_compaction_folds_the_log_into_a_snapshot_and_keeps_later_writes(tmp_pat
     store.finish_compaction(*begun)
     assert not store.wants_compaction(1000)  # the log is ten entries now
     store.close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    assert db.execute("SELECT count(*) FROM log").fetchone()[0] == 10
-    db.close()
+    assert sql(tmp_path, "SELECT count(*) FROM log") == 10
     reopened = Store(tmp_path)
     stored = reopened.load()
     assert stored is not None and stored.state == state
@@ -147,19 +156,13 @@ def test_a_file_that_is_not_sqlite_is_refused_with_what_to_do(tmp_path: Path) ->
 
 
 def test_a_sqlite_file_of_another_program_is_refused(tmp_path: Path) -> None:
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("CREATE TABLE notes (text)")
-    db.commit()
-    db.close()
+    sql(tmp_path, "CREATE TABLE notes (text)")
     refused(tmp_path, "another program")
 
 
 def test_a_store_from_a_newer_agentsync_is_refused(tmp_path: Path) -> None:
     filled(tmp_path)
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    db.commit()
-    db.close()
+    sql(tmp_path, f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     refused(tmp_path, "newer agentsync")
 
 
@@ -184,25 +187,17 @@ def test_a_corrupt_page_is_refused(tmp_path: Path) -> None:
 
 def test_an_entry_that_does_not_decode_is_refused_by_name(tmp_path: Path) -> None:
     filled(tmp_path, count=3)
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("INSERT INTO log (delta) VALUES (?)", (b"\x93garbage",))
-    db.commit()
-    db.close()
+    sql(tmp_path, "INSERT INTO log (delta) VALUES (?)", b"\x93garbage")
     refused(tmp_path, "log entry 4", "does not decode")
 
 
 def test_a_store_without_its_identity_is_refused(tmp_path: Path) -> None:
     filled(tmp_path)
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    db.execute("DELETE FROM meta WHERE key = 'replica_id'")
-    db.commit()
-    db.close()
+    sql(tmp_path, "DELETE FROM meta WHERE key = 'replica_id'")
     refused(tmp_path, "identity")
 
 
 def test_the_application_id_marks_the_file_as_ours(tmp_path: Path) -> None:
     Store(tmp_path).close()
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    db.close()
+    assert sql(tmp_path, "PRAGMA application_id") == APPLICATION_ID
+    assert sql(tmp_path, "PRAGMA journal_mode") == "wal"
