@@ -842,6 +842,8 @@ class Node(Container):
             del told[next(iter(told))]  # the peer heard from least recently
         if introduce and first and self._url is not None:
             news.insert(0, (self.node_id, self._url))
+        if not news:  # an idle exchange: nothing to judge (this runs for every message)
+            return ()
         local = url is not None and is_loopback(url)
         return tuple(
             (node_id, member)
