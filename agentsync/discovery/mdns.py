@@ -209,14 +209,20 @@ def peer_urls(
 
 def local_networks() -> list[Network]:
     """The networks this host's interfaces are on (link-local IPv6 aside: it is everywhere)."""
-    networks: list[Network] = []
-    for adapter in ifaddr.get_adapters():
-        for a in adapter.ips:
-            ip = a.ip[0] if isinstance(a.ip, tuple) else a.ip
-            interface = ipaddress.ip_interface(f"{ip}/{a.network_prefix}")
-            if not (interface.ip.is_loopback or interface.ip.is_link_local):
-                networks.append(interface.network)
-    return networks
+    return [
+        interface.network
+        for adapter in ifaddr.get_adapters()
+        for interface in _interfaces(adapter)
+        if not (interface.ip.is_loopback or interface.ip.is_link_local)
+    ]
+
+
+def _interfaces(adapter: ifaddr.Adapter) -> list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+    """An adapter's addresses with their prefixes (ifaddr gives IPv6 as (address, flow, scope))."""
+    return [
+        ipaddress.ip_interface(f"{a.ip[0] if isinstance(a.ip, tuple) else a.ip}/{a.network_prefix}")
+        for a in adapter.ips
+    ]
 
 
 def parse_service(
@@ -459,9 +465,9 @@ def listen_interfaces(ip_version: IPVersion = IPVersion.All) -> list[str | int]:
     """
     chosen: list[str | int] = []
     for adapter in ifaddr.get_adapters():
-        for a in adapter.ips:
-            v6 = isinstance(a.ip, tuple)
-            ip = ipaddress.ip_address(a.ip[0] if isinstance(a.ip, tuple) else a.ip)
+        for interface in _interfaces(adapter):
+            ip = interface.ip
+            v6 = ip.version == 6
             if ip.is_loopback or (ip_version is IPVersion.V6Only and not v6):
                 continue
             if (ip_version is IPVersion.V4Only and v6) or (v6 and adapter.index is None):
@@ -488,10 +494,7 @@ def local_addresses(
         }
     found: list[str] = []
     for adapter in ifaddr.get_adapters():
-        # an IPv6 address comes as (address, flowinfo, scope id)
-        ips = [
-            ipaddress.ip_address(a.ip[0] if isinstance(a.ip, tuple) else a.ip) for a in adapter.ips
-        ]
+        ips = [interface.ip for interface in _interfaces(adapter)]
         if chosen is not None and not chosen & {adapter.index, *(ip.compressed for ip in ips)}:
             continue
         found.extend(
