@@ -1,13 +1,16 @@
-"""What the bench scripts share: report headers, the commit measured, argument types."""
+"""What the bench scripts share: report headers and environment, the commit, argument types."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
+import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,47 @@ def report_header(argv: list[str] | None) -> dict[str, Any]:
         "schema": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": sys.argv[1:] if argv is None else argv,
+    }
+
+
+def version(dist: str) -> str | None:
+    """The installed version of ``dist``, or None when it is not installed."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def loadavg() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None where the system has none."""
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
+def read_first(path: str, prefix: str) -> str | None:
+    """The value of the first ``prefix: value`` line of ``path`` (as in /proc/cpuinfo)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith(prefix):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def environment(python: dict[str, Any] | None = None, **machine: Any) -> dict[str, Any]:
+    """A report's "python", "machine" and "versions" blocks, plus the fields given for each."""
+    return {
+        "python": {
+            "version": platform.python_version(),
+            "executable": sys.executable,
+            **(python or {}),
+        },
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), **machine},
+        "versions": {"agentsync": version("agentsync")},
     }
 
 

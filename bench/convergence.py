@@ -37,18 +37,15 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
-import platform
 import random
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
-from benchlib import git_info, positive, report_header, write_json
+from benchlib import environment, git_info, loadavg, positive, report_header, write_json
 
 from agentsync.node import Node
 
@@ -483,13 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 "membership": "full (every node knows every other)",
                 "round_clock": "wall-clock seconds / interval",
             },
-            "python": {"version": platform.python_version(), "executable": sys.executable},
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            },
-            "versions": {"agentsync": metadata.version("agentsync")},
+            **environment(loadavg=loadavg()),
             "git": git_info(),
             "sizes": {str(n): s for n, s in summaries.items()},
             "wall_seconds": wall,

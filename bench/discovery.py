@@ -47,8 +47,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import re
 import statistics
 import sys
@@ -58,11 +56,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from benchlib import ROOT, git_info, positive, report_header, write_json
+from benchlib import ROOT, environment, git_info, loadavg, positive, report_header, write_json
 
 if str(ROOT) not in sys.path:  # `import tests.netns` when run as `python bench/discovery.py`
     sys.path.insert(0, str(ROOT))
@@ -494,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/discovery.py needs network namespaces: {reason}", file=sys.stderr)
         return 2
     began = time.perf_counter()
-    load_before = list(os.getloadavg())
+    load_before = loadavg()
     git = git_info()  # the code the nodes run is read as each starts: note it before and after
     bound = MembershipConfig().detection_time(
         exchange_timeout=EXCHANGE_TIMEOUT_S, round_interval=GOSSIP_INTERVAL_S * ROUND_LATE
@@ -537,14 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                 "order": "host counts interleaved, fresh namespaces per run",
                 "cut_host": "the last host",
             },
-            "python": {"version": platform.python_version(), "executable": sys.executable},
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "loadavg_before": load_before,
-                "loadavg_after": list(os.getloadavg()),
-            },
-            "versions": {"agentsync": metadata.version("agentsync")},
+            **environment(loadavg_before=load_before, loadavg_after=loadavg()),
             "git": git,
             "git_after": git_after,
             "measures": dict(MEASURES),

@@ -79,12 +79,21 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
-from importlib import metadata
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import ROOT, git_info, positive, report_header, write_json
+from benchlib import (
+    ROOT,
+    environment,
+    git_info,
+    loadavg,
+    positive,
+    read_first,
+    report_header,
+    version,
+    write_json,
+)
 
 OPS = ("set_add", "counter_increment")
 OP_LABELS = {
@@ -683,31 +692,6 @@ def render_profile(op: str, prof: dict[str, Any], rate_us: float | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Durable writes per second: a Node with data_dir against raw SQLite."
@@ -758,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     if fstype == "tmpfs":
         raise SystemExit(f"{parent_dir} is a tmpfs: fsync is free there; give --dir on a disk")
     log(
-        f"agentsync {_version('agentsync')}, SQLite {sqlite3.sqlite_version}, Python "
+        f"agentsync {version('agentsync')}, SQLite {sqlite3.sqlite_version}, Python "
         f"{platform.python_version()}; temporary directories in {parent_dir} ({fstype}; "
         f"the repository: {repo_fstype}); {rounds} rounds of ~{seconds:g} s measurements"
     )
@@ -901,19 +885,16 @@ def main(argv: list[str] | None = None) -> int:
                 "start_method": "fork",
                 "timer": "time.perf_counter",
             },
-            "python": {"version": platform.python_version(), "build": sys.version},
-            "sqlite": sqlite3.sqlite_version,
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_model": _cpu_model(),
-                "cpu_count": os.cpu_count(),
-                "cpus_usable": len(os.sched_getaffinity(0))
+            **environment(
+                {"build": sys.version},
+                cpu_model=read_first("/proc/cpuinfo", "model name"),
+                cpus_usable=len(os.sched_getaffinity(0))
                 if hasattr(os, "sched_getaffinity")
                 else None,
-                "loadavg_at_end": _loadavg(),
-                "disk_free_bytes": shutil.disk_usage(parent_dir).free,
-            },
-            "versions": {"agentsync": _version("agentsync")},
+                loadavg_at_end=loadavg(),
+                disk_free_bytes=shutil.disk_usage(parent_dir).free,
+            ),
+            "sqlite": sqlite3.sqlite_version,
             "git": git_info(),
             "agentsync_source": source,
             "agentsync_outside_repo": outside,

@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import socket
 import statistics
@@ -54,12 +53,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import git_info, positive, report_header
+from benchlib import environment, git_info, loadavg, positive, report_header
 
 from agentsync.node import Node
 
@@ -317,8 +315,7 @@ def _refusing_url() -> str:
 
 def summarize(results: list[Trial]) -> dict[str, Any]:
     medians = {
-        mode: statistics.median(t.writes_per_s for t in results if t.mode == mode)
-        for mode in MODES
+        mode: statistics.median(t.writes_per_s for t in results if t.mode == mode) for mode in MODES
     }
     ratio = medians["gossiping"] / medians["alone"]
     per_cpu = {
@@ -441,13 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 if pin is None
                 else {"writer": sorted(pin[0]), "peers": sorted(pin[1])},
             },
-            "python": {"version": platform.python_version(), "executable": sys.executable},
-            "machine": {
-                "platform": platform.platform(),
-                "cpu_count": os.cpu_count(),
-                "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            },
-            "versions": {"agentsync": metadata.version("agentsync")},
+            **environment(loadavg=loadavg()),
             "git": git_info(),
             "summary": summary,
             "trials": [asdict(t) for t in results],
