@@ -48,12 +48,12 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata, util
+from importlib import util
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, positive, report_header
+from benchlib import git_info, loadavg, positive, read_first, report_header, version
 
 OURS = "agentsync"
 PEERS = ("pycrdt", "loro")
@@ -977,24 +977,6 @@ def build_checks(built: list[dict[str, Any]]) -> list[Check]:
 # ---------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _read_first(path: str, prefix: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith(prefix):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def machine_info() -> dict[str, Any]:
     try:
         affinity: int | None = len(os.sched_getaffinity(0))
@@ -1004,19 +986,12 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": platform.processor() or None,
-        "cpu_model": _read_first("/proc/cpuinfo", "model name"),
+        "cpu_model": read_first("/proc/cpuinfo", "model name"),
         "cpu_count": os.cpu_count(),
         "cpus_usable": affinity,
-        "mem_total": _read_first("/proc/meminfo", "MemTotal"),
-        "loadavg_at_start": _loadavg(),
+        "mem_total": read_first("/proc/meminfo", "MemTotal"),
+        "loadavg_at_start": loadavg(),
     }
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return list(os.getloadavg())
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------------------
@@ -1080,7 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"skipping {lib}: {reason} (pip install -e '.[bench]')")
 
     machine = machine_info()
-    versions = {name: _version(name) for name in ("agentsync", "pycrdt", "loro", "msgpack")}
+    versions = {name: version(name) for name in ("agentsync", "pycrdt", "loro", "msgpack")}
     log(
         f"agentsync {versions['agentsync']} vs pycrdt {versions['pycrdt']}, "
         f"loro {versions['loro']}; Python {platform.python_version()}; "
@@ -1135,7 +1110,7 @@ def main(argv: list[str] | None = None) -> int:
                 "build": sys.version,
                 "executable": sys.executable,
             },
-            "machine": {**machine, "loadavg_at_end": _loadavg()},
+            "machine": {**machine, "loadavg_at_end": loadavg()},
             "versions": versions,
             "git": git_info(),
             "skipped": skipped,
