@@ -75,6 +75,8 @@ class CRDT(abc.ABC):
 
     TAG: ClassVar[str]
     """The type's tag on the wire."""
+    _DOT_SET: ClassVar[bool] = False
+    """A store's entries are bare dots (a DotSet), not dots with a payload."""
 
     def __init__(self, replica_id: str) -> None:
         self._rid = check_replica_id(replica_id)
@@ -408,6 +410,20 @@ class CRDT(abc.ABC):
         A delta keeps the keys it emptied as markers; a full state drops them.
         """
 
+    def _collapsed(
+        self, entries: tuple[Entry, ...], gone: str, up_to: int, seen: set[tuple[str, int]]
+    ) -> tuple[tuple[Entry, ...], tuple[Entry, ...]] | None:
+        """``collapsed`` on one dot store of this replica (new entries, re-issued ones)."""
+        return collapsed(
+            entries,
+            gone,
+            up_to,
+            owner=self._rid,
+            issue=self._issue,
+            dot_set=self._DOT_SET,
+            seen=seen,
+        )
+
     def _prune(self, stable: Mapping[str, int], nested: bool) -> int:
         """Drop stable tombstones (LWWMap); ``nested``: inside an ORMap. Returns how many."""
         return 0
@@ -477,8 +493,6 @@ class FlatStore(CRDT):
     __slots__ = ("_entries",)
 
     _entries: tuple[Entry, ...]
-    _DOT_SET: ClassVar[bool] = False
-    """The entries are bare dots (a DotSet), not dots with a payload."""
 
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._entries = ()
@@ -538,23 +552,10 @@ class FlatStore(CRDT):
         return part
 
     def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
-        replaced: set[tuple[str, int]] = set()
-        done = collapsed(
-            self._entries,
-            gone,
-            up_to,
-            owner=self._rid,
-            issue=self._issue,
-            dot_set=self._DOT_SET,
-            replaced=replaced,
-        )
+        done = self._collapsed(self._entries, gone, up_to, part._ctx._cloud)
         if done is None:
             return False
-        self._entries, issued = done
-        part._entries = issued
-        cloud = part._ctx._cloud
-        cloud |= replaced
-        cloud.update((e[0], e[1]) for e in issued)
+        self._entries, part._entries = done
         return True
 
     def _strip(self, pruned: Mapping[str, int]) -> None:
@@ -590,8 +591,6 @@ class KeyedStore(CRDT):
     __slots__ = ("_entries",)
 
     _entries: dict[Hashable, tuple[Entry, ...]]
-    _DOT_SET: ClassVar[bool] = False
-    """Each key's entries are bare dots (a DotSet), not dots with a payload."""
 
     def _init_store(self, hlc: HybridLogicalClock | None, depth: int) -> None:
         self._entries = {}
@@ -698,30 +697,16 @@ class KeyedStore(CRDT):
         return part
 
     def _collapse(self, gone: str, up_to: int, part: Any) -> bool:
-        replaced: set[tuple[str, int]] = set()
-        issued_dots: list[tuple[str, int]] = []
+        seen = part._ctx._cloud
         for key, dots in list(self._entries.items()):
-            done = collapsed(
-                dots,
-                gone,
-                up_to,
-                owner=self._rid,
-                issue=self._issue,
-                dot_set=self._DOT_SET,
-                replaced=replaced,
-            )
+            done = self._collapsed(dots, gone, up_to, seen)
             if done is None:
                 continue
-            new, issued = done
+            new, part._entries[key] = done  # a marker when nothing was re-issued
             self._put(key, dots, new, False)
-            part._entries[key] = issued  # a marker when nothing was re-issued
-            issued_dots.extend((e[0], e[1]) for e in issued)
-        if not replaced:
+        if not part._entries:
             return False
         part._after_load()
-        cloud = part._ctx._cloud
-        cloud |= replaced
-        cloud.update(issued_dots)
         return True
 
     def _strip(self, pruned: Mapping[str, int]) -> None:

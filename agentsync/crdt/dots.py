@@ -436,27 +436,28 @@ def collapsed(
     owner: str,
     issue: Callable[[], tuple[str, int]],
     dot_set: bool,
-    replaced: set[tuple[str, int]],
+    seen: set[tuple[str, int]],
 ) -> tuple[tuple[Entry, ...], tuple[Entry, ...]] | None:
     """Re-issue the entries of ``gone`` (dots up to ``up_to``) under new dots of ``owner``.
 
     Returns the store's new entries and the re-issued ones, or None when
-    ``gone`` has no entry here; the dots re-issued go into ``replaced``. In a
-    DotFun (``dot_set`` false) each entry keeps its payload under a dot of
-    its own. In a DotSet the dots carry no payload: they go without a new
-    one when ``owner`` holds a dot here already, else one new dot stands
-    for all of them.
+    ``gone`` has no entry here; the dots replaced and the new ones go into
+    ``seen`` (the collapse delta's cloud). In a DotFun (``dot_set`` false)
+    each entry keeps its payload under a dot of its own. In a DotSet the
+    dots carry no payload: they go without a new one when ``owner`` holds a
+    dot here already, else one new dot stands for all of them.
     """
     old = [e for e in entries if e[0] == gone and e[1] <= up_to]
     if not old:
         return None
     kept = [e for e in entries if not (e[0] == gone and e[1] <= up_to)]
-    replaced.update((e[0], e[1]) for e in old)
     issued: list[Entry]
     if dot_set:
         issued = [] if any(e[0] == owner for e in kept) else [issue()]
     else:
         issued = [(owner, issue()[1], *e[2:]) for e in old]
+    seen.update((e[0], e[1]) for e in old)
+    seen.update((e[0], e[1]) for e in issued)
     kept.extend(issued)
     kept.sort(key=dot_key)
     return tuple(kept), tuple(issued)
