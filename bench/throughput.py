@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import socket
@@ -57,11 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from benchlib import environment, git_info, loadavg, positive, report_header
+from benchlib import ROOT, environment, git_info, loadavg, positive, report_header, write_json
 
 from agentsync.node import Node
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRIALS = 7
 QUICK_TRIALS = 2
 DEFAULT_SECONDS = 3.0
@@ -444,10 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             "trials": [asdict(t) for t in results],
             "wall_seconds": wall,
         }
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        log(f"wrote {path}")
+        log(f"wrote {write_json(args.json, report)}")
     return 0
 
 
