@@ -758,12 +758,10 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     blob_bytes: dict[str, int] = {}
     calibrating = Clock(None, seconds)
-    for case in [c for c in cases if c.kind != "raw"] + [c for c in cases if c.kind == "raw"]:
-        if case.kind == "raw":
-            key = f"{case.op}/{case.mode}/{case.batching}"
-            if Case("ours", case.op, case.mode, case.batching).name in errors:
-                errors[case.name] = "ours failed in calibration: no blob size"
-                continue
+    for case in sorted(cases, key=lambda c: c.kind == "raw"):  # raw last: it needs ours' sizes
+        if case.kind == "raw" and Case("ours", case.op, case.mode, case.batching).name in errors:
+            errors[case.name] = "ours failed in calibration: no blob size"
+            continue
         ok, result = measure(case, calibrating, parent_dir, blob_bytes)
         if not ok:
             errors[case.name] = result
@@ -771,8 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         counts[case.name] = max(BATCH, round(result["per_s"] * seconds / BATCH) * BATCH)
         if case.kind == "ours":
-            key = f"{case.op}/{case.mode}/{case.batching}"
-            blob_bytes[key] = round(result["delta_bytes"])
+            blob_bytes[f"{case.op}/{case.mode}/{case.batching}"] = round(result["delta_bytes"])
     log(f"calibrated in {time.perf_counter() - began:.1f} s: " + ", ".join(
         f"{name} {n:,}" for name, n in counts.items()))  # fmt: skip
     log("median delta bytes logged per write: " + ", ".join(
