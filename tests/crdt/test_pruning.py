@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from agentsync.crdt import (
     CRDT,
+    CRDT_TYPES,
     CausalContext,
     EWFlag,
     GCounter,
@@ -71,13 +72,12 @@ from tests.crdt.strategies import (
     Spec,
     World,
     examples,
-    join_all,
     make,
     ormap,
     specs,
     worlds,
 )
-from tests.crdt.test_laws import check_join_laws
+from tests.crdt.test_laws import check_join_laws, join
 from tests.crdt.test_metadata import assert_no_empty_keys
 
 SPEC_NAMES = list(NAMED_SPECS)
@@ -86,10 +86,6 @@ EXAMPLES = 8
 GONE = "b"
 OWNER = "a"
 LIVE = ("a", "c")
-
-
-def join(*states: CRDT) -> CRDT:
-    return join_all(states)
 
 
 # -- reading states -------------------------------------------------------------------
@@ -680,9 +676,6 @@ def test_replica_ids_are_the_contexts(name: str, data: st.DataObject) -> None:
         assert {r for r, _ in x._dots()} <= ids
 
 
-KINDS = [GCounter, PNCounter, GSet, ORSet, LWWRegister, MVRegister, EWFlag, LWWMap, ORMap]
-
-
 def write(x: Any) -> Any:
     """One write of any kind."""
     if isinstance(x, (GCounter, PNCounter)):
@@ -698,7 +691,7 @@ def write(x: Any) -> Any:
     return x.update("k", GCounter, lambda g: g.increment())
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CRDT_TYPES)
 def test_pruning_calls_are_refused_where_they_make_no_sense(kind: type[CRDT]) -> None:
     a, b = kind("a"), kind("b")
     a.merge(write(b))
@@ -726,7 +719,7 @@ def test_pruning_calls_are_refused_where_they_make_no_sense(kind: type[CRDT]) ->
     assert b.cleaned({"b": 1}) is None  # b's one write, and nothing else
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", CRDT_TYPES)
 def test_the_whole_protocol_on_one_write(kind: type[CRDT]) -> None:
     a, b, c = kind("a"), kind("b"), kind("c")
     b_write = write(b)
@@ -867,7 +860,7 @@ def test_a_nested_lwwmap_keeps_its_tombstones_while_it_holds_no_value() -> None:
 
 def test_reading_agrees_with_value() -> None:
     """The helper ``reading`` the laws lean on reads like ``value`` (MVRegister: unordered)."""
-    for kind in KINDS:
+    for kind in CRDT_TYPES:
         x = kind("a")
         write(x)
         expect = sorted(x.value, key=repr) if kind is MVRegister else x.value
