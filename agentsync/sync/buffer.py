@@ -15,29 +15,33 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode
+from agentsync.crdt.codec import MIN_CLOUD_DOTS, cloud_budget, encode
 from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.ormap import ORMap
 
 SEAL_EVERY = 4096
 """The pending delta group is sealed into an entry after at most this many writes."""
 MAX_LISTED_DOTS = MIN_CLOUD_DOTS // 2
-"""The most dots a delta this node composes lists in its context's cloud (a write's worth more).
+"""A local delta group is sealed once its context's cloud lists this many dots.
 
 Every write adds a dot to its delta group's context, so a burst of writes
 that cancel out (add, remove, add...) makes a group of a few bytes whose
 cloud lists thousands of dots. A receiver's decode refuses a cloud of more
 than ``MIN_CLOUD_DOTS`` dots unless the input is large enough to justify it
 (``codec.cloud_budget``): a group past that would be refused at every
-exchange, for ever. So the buffer seals, the engine joins, and it forwards
-what it merged, in deltas of at most this many listed dots; the half left
-over leaves room for the one write that crosses the line.
+exchange, for ever. Sealing here keeps every local entry decodable (the
+half left over leaves room for the one write that crosses the line); what
+the engine composes from entries it checks with ``decodable``.
 """
 
 
-def listed_dots(delta: ORMap) -> int:
-    """The dots ``delta``'s context lists one by one (what ``cloud_budget`` counts)."""
-    return len(delta._ctx._cloud)
+def decodable(delta: ORMap, data: bytes) -> bool:
+    """True when a receiver's decode of ``data``, ``delta``'s encoding, accepts its cloud.
+
+    ``data`` may be deflated, which decode budgets by its inflated length:
+    then this is conservative (it may say no to a delta decode would take).
+    """
+    return len(delta._ctx._cloud) <= cloud_budget(len(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +97,10 @@ class DeltaBuffer:
         self.head += 1
         self.floor = self.head
 
-    def add(self, delta: ORMap, origin: str | None) -> None:
-        """Buffer a delta that came from ``origin``."""
+    def add(self, delta: ORMap, origin: str | None, data: bytes | None = None) -> None:
+        """Buffer a delta that came from ``origin`` (``data``: its encoding, if made already)."""
         self.seal()
-        self._append(delta, origin)
+        self._append(delta, origin, data)
 
     def seal(self) -> None:
         """Make the pending delta group an entry."""
@@ -106,11 +110,11 @@ class DeltaBuffer:
         self._pending = LocalGroup(self._replica)
         self._append(pending.build(), None)
 
-    def _append(self, delta: ORMap, origin: str | None) -> None:
+    def _append(self, delta: ORMap, origin: str | None, data: bytes | None = None) -> None:
         self.head += 1
         writers = delta._ctx._replica_ids()
         writer = next(iter(writers)) if len(writers) == 1 else None
-        entry = Entry(self.head, origin, delta, encode(delta), writer)
+        entry = Entry(self.head, origin, delta, encode(delta) if data is None else data, writer)
         self._entries.append(entry)
         self.bytes += len(entry.data)
         while self.bytes > self.max_bytes and self._entries:

@@ -14,10 +14,12 @@ Algorithm 2) with both optimizations of Enes et al. (ICDE 2019):
   and forwarded (``CRDT.unseen_part``).
 - An interval of several small entries travels as **one joined delta** (a
   fresh join: the buffered entries are never changed), not as one framed
-  delta per entry; a single entry, or large ones, go as encoded once. No
-  delta composed here lists more than ``MAX_LISTED_DOTS`` dots in its
-  context's cloud (a join goes in runs), which a receiver's decode could
-  refuse: a burst of writes that cancel out is a few bytes listing a dot each.
+  delta per entry; a single entry, or large ones, go as encoded once.
+- Every delta composed here (a join, a cut, a merged part) is checked to be
+  **decodable** before it is buffered or sent (``buffer.decodable``): a
+  receiver's decode refuses a cloud of many dots from few bytes, and a burst
+  of writes that cancel out is a few bytes listing a dot each. One that is
+  not goes as the deltas it was made of, each decodable already.
 - **The response cut.** A response leaves out what the request it answers
   carried: the requester holds those deltas, so of the interval it gets only
   ``held.unseen_part(delta)``, where ``held`` is their join. On a mesh one
@@ -45,7 +47,7 @@ from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
-from agentsync.sync.buffer import MAX_LISTED_DOTS, DeltaBuffer, Entry, listed_dots
+from agentsync.sync.buffer import DeltaBuffer, Entry, decodable
 from agentsync.sync.messages import (
     MAX_CLUSTER_CHARS,
     MAX_DELTAS,
@@ -425,35 +427,30 @@ class SyncEngine:
         if self.on_merge is not None:
             self.on_merge(part)
         if self._tracked:
-            for forwarded in self._forwarded(part, incoming, pieces):
-                self._buffer.add(forwarded, origin)
+            for forwarded, data in self._forwarded(part, incoming, pieces):
+                self._buffer.add(forwarded, origin, data)
         else:
             self._buffer.skip()
         return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
 
     def _forwarded(
         self, part: ORMap, incoming: ORMap, pieces: tuple[ORMap, ...] | None
-    ) -> list[ORMap]:
-        """What to buffer of a merge: the part new here (RR), if a peer can decode it.
+    ) -> list[tuple[ORMap, bytes]]:
+        """What to buffer of a merge, encoded: the part new here (RR), if a peer can decode it.
 
-        A part can list many more dots than its few bytes justify to a
-        receiver's decode (see ``MAX_LISTED_DOTS``): the part of an interval
-        of several deltas, joined here, of a peer's burst of writes that
-        cancel out. Forwarding what arrived instead is safe (it is what
-        ``rr=False`` does): the interval's deltas, joined in runs within
-        the bound, or alone (each decoded here from about the bytes it
-        encodes to).
+        A part, or the join of what arrived, can list many more dots than its
+        few bytes justify to a receiver's decode: the join here of an
+        interval of several deltas of a peer's burst of writes that cancel
+        out. Then each delta that arrived is forwarded on its own, which is
+        safe (it is what ``rr=False`` does) and decodable (each was decoded
+        here from the bytes it encodes to), as is a snapshot that arrived.
         """
-        if self.rr and listed_dots(part) <= MAX_LISTED_DOTS:
-            return [part]
-        if (
-            pieces is None
-            or len(pieces) == 1
-            or listed_dots(incoming) <= MAX_LISTED_DOTS
-            or not all(piece.is_delta for piece in pieces)  # then incoming is a full state
-        ):
-            return [incoming]
-        return [run[0] if len(run) == 1 else _joined(run) for run in _runs(pieces)]
+        whole = part if self.rr else incoming
+        data = encode(whole)
+        if decodable(whole, data):
+            return [(whole, data)]
+        arrived = (incoming,) if pieces is None else pieces
+        return [(delta, encode(delta)) for delta in arrived]
 
     def _take_ack(self, peer: PeerState, message: SyncMessage) -> None:
         """Raise the peer's ack; lower it only when the peer says it refused an interval.
@@ -591,16 +588,7 @@ class SyncEngine:
             and size <= JOIN_MAX_AVERAGE_BYTES * len(chosen)
             and all(e.delta.is_delta for e in chosen)  # _absorb joins deltas (a full state: rare)
         ):
-            # Runs of entries, each joined, listing at most MAX_LISTED_DOTS dots.
-            runs = _runs([e.delta for e in chosen])
-            at = 0
-            sent = []
-            for run in runs:
-                if len(run) == 1:
-                    sent.append((chosen[at].delta, chosen[at].data))
-                else:
-                    sent.append((_joined(run), None))
-                at += len(run)
+            sent = [(_joined([e.delta for e in chosen]), None)]
         held = self._held
         if held is not None:
             ids = held._ctx._replica_ids()
@@ -614,7 +602,9 @@ class SyncEngine:
                     cut.append((part, None))
             sent = cut
         encoded = tuple(encode(d) if data is None else data for d, data in sent)
-        if sum(len(data) for data in encoded) > budget:
+        if sum(len(data) for data in encoded) > budget or not all(
+            decodable(d, data) for (d, _), data in zip(sent, encoded, strict=True)
+        ):
             return tuple(e.delta for e in chosen), tuple(e.data for e in chosen)
         return tuple(d for d, _ in sent), encoded
 
@@ -676,25 +666,6 @@ def _joined(deltas: list[ORMap]) -> ORMap:
     for delta in deltas[1:]:
         group._absorb(delta)
     return group
-
-
-def _runs(deltas: list[ORMap] | tuple[ORMap, ...]) -> list[list[ORMap]]:
-    """Consecutive deltas in runs whose joins list at most ``MAX_LISTED_DOTS`` dots.
-
-    The sum of the runs' listed dots bounds their join's (a delta longer on
-    its own is a run of one).
-    """
-    runs: list[list[ORMap]] = []
-    listed = 0
-    for delta in deltas:
-        dots = listed_dots(delta)
-        if runs and listed + dots <= MAX_LISTED_DOTS:
-            runs[-1].append(delta)
-            listed += dots
-        else:
-            runs.append([delta])
-            listed = dots
-    return runs
 
 
 def _raise_merged(peer: PeerState, seq: int) -> None:
