@@ -31,7 +31,8 @@ from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
-from agentsync.crdt.codec import encode
+from agentsync.crdt.codec import encode, encode_decodable
+from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
@@ -46,6 +47,7 @@ from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.store import DURABILITIES, Durability, Store, Stored
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
+from agentsync.sync.buffer import MAX_LISTED_DOTS, SEAL_EVERY
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.transport.client import SyncClient
@@ -160,7 +162,7 @@ class Node(Container):
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
         self._batch_depth = 0
         self._batch_names: builtins.set[str] = builtins.set()
-        self._unlogged: list[bytes] = []  # the encoded deltas of a batch, logged as it ends
+        self._unlogged: _BatchLog | None = None  # a batch's writes, logged as it ends
         self._rng = random.Random()
         self.discovery = discovery
         self._membership = Membership(membership, rng=self._rng)  # TypeError if not a config
@@ -382,11 +384,12 @@ class Node(Container):
         with self._lock:
             delta = _update(self._engine.state, path, fn)
             if self._store is not None:  # durable before it returns, or as its batch ends
-                blob = encode(delta)
                 if self._batch_depth:
-                    self._unlogged.append(blob)
+                    if self._unlogged is None:
+                        self._unlogged = _BatchLog(self._engine.state)
+                    self._unlogged.add(delta)
                 else:
-                    self._store.log((blob,))
+                    self._store.log((encode(delta),))
             self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
@@ -413,9 +416,9 @@ class Node(Container):
                 names = frozenset(self._batch_names) if not self._batch_depth else frozenset()
                 if not self._batch_depth:
                     self._batch_names.clear()
-                    unlogged, self._unlogged = self._unlogged, []
-                    if unlogged and self._store is not None:
-                        self._store.log(unlogged)
+                    unlogged, self._unlogged = self._unlogged, None
+                    if unlogged is not None and self._store is not None:
+                        self._store.log(unlogged.blobs())
             if names:
                 self._changed(names, local=True)
                 self._wake_push()
@@ -953,6 +956,46 @@ def _check_arguments(
         raise TypeError("discovery must be a bool")
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+
+
+class _BatchLog:
+    """A batch's writes, joined and encoded once as it ends rather than a blob per write.
+
+    The writes join in a ``LocalGroup``, sealed into a blob every
+    ``SEAL_EVERY`` writes or ``MAX_LISTED_DOTS`` listed dots, as the sync
+    buffer seals its groups, so that each blob stays well within what decode
+    takes on load. The group reads the joined delta off the replica when it
+    seals; a peer's merge may have removed one of its writes meanwhile (a
+    write can be sent before its batch ends), and that merge is logged too,
+    so the log still joins to the replica. A blob decode would refuse anyway
+    (writes of huge values) is logged as the whole replica instead.
+    """
+
+    __slots__ = ("_blobs", "_group", "_replica")
+
+    def __init__(self, replica: ORMap) -> None:
+        self._replica = replica
+        self._group: LocalGroup[ORMap] = LocalGroup(replica)
+        self._blobs: list[bytes] = []
+
+    def add(self, delta: ORMap) -> None:
+        """Note the delta of a write already applied to the replica."""
+        group = self._group
+        group.add(delta)
+        if group.writes >= SEAL_EVERY or group.listed >= MAX_LISTED_DOTS:
+            self._seal()
+
+    def _seal(self) -> None:
+        group = self._group
+        if group.writes:
+            self._group = LocalGroup(self._replica)
+            blob = encode_decodable(group.build())
+            self._blobs.append(encode(self._replica) if blob is None else blob)
+
+    def blobs(self) -> list[bytes]:
+        """The encoded deltas to log, in one transaction, as the batch ends."""
+        self._seal()
+        return self._blobs
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:

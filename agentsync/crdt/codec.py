@@ -96,6 +96,22 @@ def _pack_default(obj: object) -> object:
 
 def encode(crdt: CRDT) -> bytes:
     """The wire form of a replica or delta."""
+    return _deflated(_packed(crdt))
+
+
+def encode_decodable(crdt: CRDT) -> bytes | None:
+    """``encode(crdt)``, or None when ``decode`` would refuse it for its size or its cloud.
+
+    Exact where ``buffer.decodable`` is conservative: it judges the length
+    decode budgets by, that of the msgpack before DEFLATE.
+    """
+    packed = _packed(crdt)
+    if len(packed) > MAX_ENCODED_BYTES or len(crdt._ctx._cloud) > cloud_budget(len(packed)):
+        return None
+    return _deflated(packed)
+
+
+def _packed(crdt: CRDT) -> bytes:
     writer = Writer()
     writer.replica_index(crdt.replica_id)
     body = crdt._encode_body(writer)
@@ -105,6 +121,11 @@ def encode(crdt: CRDT) -> bytes:
         use_bin_type=True,
         default=_pack_default,
     )
+    return packed
+
+
+def _deflated(packed: bytes) -> bytes:
+    """``packed``, wrapped deflated when it is long and DEFLATE makes it smaller."""
     if len(packed) >= COMPRESS_MIN_BYTES:
         deflated = zlib.compress(packed, 1)
         if len(deflated) < len(packed):

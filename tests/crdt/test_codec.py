@@ -34,7 +34,13 @@ from agentsync.crdt import (
     decode,
     encode,
 )
-from agentsync.crdt.codec import COMPRESS_MIN_BYTES, FORMAT_VERSION
+from agentsync.crdt.codec import (
+    COMPRESS_MIN_BYTES,
+    FORMAT_VERSION,
+    MIN_CLOUD_DOTS,
+    encode_decodable,
+)
+from agentsync.crdt.group import LocalGroup
 from agentsync.errors import DecodeError
 from tests.crdt.codec_strategies import (
     BASE_NS,
@@ -167,6 +173,22 @@ def test_large_incompressible_states_stay_plain() -> None:
     assert len(data) >= COMPRESS_MIN_BYTES
     assert msgpack.unpackb(data, raw=False)[1] == MVRegister.TAG
     assert_same_replica(decode(data), register)
+
+
+def test_encode_decodable_is_none_exactly_when_decode_refuses() -> None:
+    replica = ORSet("a")
+    group = LocalGroup(replica)
+    for _ in range(MIN_CLOUD_DOTS // 2 + 1):  # a body of one key under a cloud past the bound
+        group.add(replica.add("x"))
+        group.add(replica.remove("x"))
+    cancelled = group.build()
+    assert encode_decodable(cancelled) is None
+    with pytest.raises(DecodeError, match="cloud"):
+        decode(encode(cancelled))
+    for i in range(400):  # long enough to be deflated: judged by its length before
+        replica.add(f"element-{i}")
+    assert encode_decodable(replica) == encode(replica)
+    assert_same_replica(decode(encode(replica)), replica)
 
 
 # -- values ---------------------------------------------------------------------

@@ -12,8 +12,10 @@ import pytest
 
 from agentsync import Node
 from agentsync import node as node_module
+from agentsync.crdt import codec, decode
 from agentsync.store import StoreError, StoreLockedError
 from agentsync.store.sqlite import DB_FILE
+from agentsync.sync.buffer import MAX_LISTED_DOTS, SEAL_EVERY
 from tests.node.helpers import converge, eventually, run, stop_all
 
 FAST = 0.05
@@ -66,9 +68,46 @@ def test_each_write_is_logged_before_it_returns_and_a_batch_once(tmp_path: Path)
         for i in range(50):
             node.set("s").add(i)
         assert log_rows(tmp_path) == 2  # not yet: the batch commits when it ends
-    assert log_rows(tmp_path) == 52
+    assert log_rows(tmp_path) == 3  # the batch's 50 writes as one joined delta
     run(node.stop())  # closes the store of a node never started
     assert Node(data_dir=tmp_path).value == {"c": 2, "s": frozenset(range(50))}
+
+
+def test_a_long_batch_is_logged_in_parts_sealed_as_the_sync_buffer_seals(tmp_path: Path) -> None:
+    assert (SEAL_EVERY, MAX_LISTED_DOTS) == (4096, 8192)  # as the counts below assume
+    node = Node("n", data_dir=tmp_path, durability="normal")
+    elements = range(5000)
+    with node.batch():
+        for i in elements:
+            node.set("s").add(i)
+    assert log_rows(tmp_path) == 2  # SEAL_EVERY writes, then the rest
+    with node.batch():
+        node.set("s").clear()  # lists the 5,000 elements' dots and one of its own
+        for i in elements:  # a dot more each: MAX_LISTED_DOTS after 3,191, SEAL_EVERY never
+            node.set("s").add(i)
+    assert log_rows(tmp_path) == 4
+    run(node.stop())
+    assert Node(data_dir=tmp_path).value == {"s": frozenset(elements)}
+
+
+def test_a_batch_too_large_to_decode_is_logged_as_the_whole_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node("n", data_dir=tmp_path)
+    node.counter("c").increment()
+    with monkeypatch.context() as patch:
+        patch.setattr(codec, "MAX_ENCODED_BYTES", 500)
+        with node.batch():
+            for i in range(50):
+                node.set("s").add(f"element {i:04}")
+    db = sqlite3.connect(tmp_path / DB_FILE)
+    try:
+        last = db.execute("SELECT delta FROM log ORDER BY seq DESC").fetchone()[0]
+    finally:
+        db.close()
+    assert not decode(last).is_delta
+    run(node.stop())
+    assert Node(data_dir=tmp_path).value == {"c": 1, "s": {f"element {i:04}" for i in range(50)}}
 
 
 def test_a_peers_writes_are_logged_as_they_merge(tmp_path: Path) -> None:
