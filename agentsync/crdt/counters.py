@@ -56,7 +56,12 @@ class _CausalCounter(FlatStore):
         return self._replace((rid, dot[1], total), own, rest)
 
     def _encode_body(self, writer: Writer) -> Any:
-        return [*writer.dot_columns(self._entries), [e[2] for e in self._entries]]
+        """``[dot runs, dot counters, totals]``."""
+        entries = self._entries
+        if len(entries) == 1:  # one increment's delta, the hot case
+            rid, n, total = entries[0]
+            return [[writer.replica_index(rid), 1], [n], [total]]
+        return [*writer.dot_columns(entries), [e[2] for e in entries]]
 
     @classmethod
     def _decode_body(cls, reader: Reader, body: Any, blank: Any) -> None:

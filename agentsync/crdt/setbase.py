@@ -56,6 +56,10 @@ class SetBase(KeyedStore):
 
     def _encode_body(self, writer: Writer) -> Any:
         """``[keys, counts, dot runs, dot counters]``; counts is empty when all are 1."""
+        if len(self._entries) == 1:  # one add's delta, the hot case
+            ((key, dots),) = self._entries.items()
+            if len(dots) == 1:
+                return [[key], [], [writer.replica_index(dots[0][0]), 1], [dots[0][1]]]
         rows = sorted(self._entries.items(), key=lambda item: item[1][:1])
         counts = [len(dots) for _, dots in rows]
         return [
