@@ -6,8 +6,8 @@ members. Every write is one transaction, so a crash leaves the state from
 before it or after it, never a mix; ``durability`` says what a commit
 survives (``"full"``: power loss, as every commit is fsynced; ``"normal"``:
 a process crash, while the last commits may be lost to a power cut).
-Compaction writes a new snapshot and drops the log it covers, on a
-connection of its own, so start-up reads O(state), not O(history).
+Compaction writes a new snapshot and drops the log it covers, off the
+writer's thread, so start-up reads O(state), not O(history).
 
 Every file in the directory is outside input: a foreign, truncated or
 corrupt one raises ``StoreError`` naming the file and what to do, and a
@@ -38,7 +38,7 @@ APPLICATION_ID = 0x41475359
 """``PRAGMA application_id`` of an agentsync store ("AGSY"): tells it from other SQLite files."""
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
-"""How long a write waits for the compaction's short write transaction."""
+"""How long a statement waits for a lock held by another connection (there should be none)."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,7 +96,11 @@ class Store:
         self._lock_file = _take_lock(os.path.join(self.data_dir, LOCK_FILE))
         try:
             self._db = self._connect()
-            self._prepare()
+            try:
+                self._prepare()
+            except BaseException:
+                self._db.close()  # it holds the file: exclusive locking
+                raise
         except BaseException:
             self._lock_file.close()
             raise
@@ -108,6 +112,10 @@ class Store:
             db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
+            # The directory's lock keeps every other process out, so the one
+            # connection may hold the file for good: no shared-memory index
+            # to lock and unlock around each commit.
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.durability.upper()}")
         except sqlite3.DatabaseError as exc:
@@ -271,28 +279,26 @@ class Store:
         return (row[0] or 0), blob
 
     def finish_compaction(self, seq: int, blob: bytes) -> None:
-        """Write the snapshot and drop the log it covers, on a connection of its own."""
+        """Write the snapshot and drop the log it covers, in one short transaction.
+
+        Off the caller's lock (a worker thread may call it): writes wait only
+        for this transaction, on the store's lock.
+        """
         try:
-            db = self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, ?, ?)",
-                           (seq, blob))  # fmt: skip
-                dropped = db.execute(
-                    "SELECT coalesce(sum(length(delta)), 0) FROM log WHERE seq <= ?", (seq,)
-                ).fetchone()[0]
-                db.execute("DELETE FROM log WHERE seq <= ?", (seq,))
-                db.execute("COMMIT")
-            finally:
-                db.close()
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot compact {self.path}: {exc}") from exc
+            with self._lock:
+                with self._transaction():
+                    db = self._db
+                    db.execute("INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, ?, ?)",
+                               (seq, blob))  # fmt: skip
+                    dropped = db.execute(
+                        "SELECT coalesce(sum(length(delta)), 0) FROM log WHERE seq <= ?", (seq,)
+                    ).fetchone()[0]
+                    db.execute("DELETE FROM log WHERE seq <= ?", (seq,))
+                self._log_bytes -= dropped
+                self._snapshot_bytes = len(blob)
         finally:
             with self._lock:
                 self._compacting = False
-        with self._lock:
-            self._log_bytes -= dropped
-            self._snapshot_bytes = len(blob)
 
     # -- closing ------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ Crashes (SIGKILL of a real process) are in ``tests/store/test_crash.py``.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,12 +21,12 @@ from tests.node.helpers import converge, eventually, run, stop_all
 FAST = 0.05
 
 
-def log_rows(data_dir: Path) -> int:
-    db = sqlite3.connect(data_dir / DB_FILE)
-    try:
-        return int(db.execute("SELECT count(*) FROM log").fetchone()[0])
-    finally:
-        db.close()
+def logged(node: Node, query: str = "SELECT count(*) FROM log") -> Any:
+    """The first value of ``query`` on the node's open store (its connection holds the file)."""
+    store = node._store
+    assert store is not None
+    with store._lock:
+        return store._db.execute(query).fetchone()[0]
 
 
 def test_a_restarted_node_resumes_its_id_state_replica_and_members(tmp_path: Path) -> None:
@@ -63,12 +63,12 @@ def test_each_write_is_logged_before_it_returns_and_a_batch_once(tmp_path: Path)
     node = Node("n", data_dir=tmp_path)
     node.counter("c").increment()
     node.counter("c").increment()
-    assert log_rows(tmp_path) == 2
+    assert logged(node) == 2
     with node.batch():
         for i in range(50):
             node.set("s").add(i)
-        assert log_rows(tmp_path) == 2  # not yet: the batch commits when it ends
-    assert log_rows(tmp_path) == 3  # the batch's 50 writes as one joined delta
+        assert logged(node) == 2  # not yet: the batch commits when it ends
+    assert logged(node) == 3  # the batch's 50 writes as one joined delta
     run(node.stop())  # closes the store of a node never started
     assert Node(data_dir=tmp_path).value == {"c": 2, "s": frozenset(range(50))}
 
@@ -80,12 +80,12 @@ def test_a_long_batch_is_logged_in_parts_sealed_as_the_sync_buffer_seals(tmp_pat
     with node.batch():
         for i in elements:
             node.set("s").add(i)
-    assert log_rows(tmp_path) == 2  # SEAL_EVERY writes, then the rest
+    assert logged(node) == 2  # SEAL_EVERY writes, then the rest
     with node.batch():
         node.set("s").clear()  # lists the 5,000 elements' dots and one of its own
         for i in elements:  # a dot more each: MAX_LISTED_DOTS after 3,191, SEAL_EVERY never
             node.set("s").add(i)
-    assert log_rows(tmp_path) == 4
+    assert logged(node) == 4
     run(node.stop())
     assert Node(data_dir=tmp_path).value == {"s": frozenset(elements)}
 
@@ -100,12 +100,7 @@ def test_a_batch_too_large_to_decode_is_logged_as_the_whole_state(
         with node.batch():
             for i in range(50):
                 node.set("s").add(f"element {i:04}")
-    db = sqlite3.connect(tmp_path / DB_FILE)
-    try:
-        last = db.execute("SELECT delta FROM log ORDER BY seq DESC").fetchone()[0]
-    finally:
-        db.close()
-    assert not decode(last).is_delta
+    assert not decode(logged(node, "SELECT delta FROM log ORDER BY seq DESC")).is_delta
     run(node.stop())
     assert Node(data_dir=tmp_path).value == {"c": 1, "s": {f"element {i:04}" for i in range(50)}}
 
@@ -138,7 +133,7 @@ def test_the_log_is_compacted_in_the_background(
         try:
             for i in range(500):
                 node.set("s").add(i)
-            await eventually(lambda: log_rows(tmp_path) < 100, "the log folded into a snapshot")
+            await eventually(lambda: logged(node) < 100, "the log folded into a snapshot")
             node.set("s").add("after")
         finally:
             await node.stop()
