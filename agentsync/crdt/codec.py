@@ -69,21 +69,24 @@ SMALL_CLOUD = 16
 """A cloud of at most this many dots is encoded dot by dot, not run by run."""
 
 _TYPES: dict[str, tuple[type[CRDT], int]] = {}
+_TAGS: dict[object, str] = {}
+"""The tag of each registered class (``tag_of``'s one lookup on the write path)."""
 
 
 def register_types(*kinds: type[CRDT]) -> None:
     """Give each CRDT type its wire tag; the order is the read order of ORMap."""
     for kind in kinds:
         _TYPES[kind.TAG] = (kind, len(_TYPES))
+        _TAGS[kind] = kind.TAG
 
 
 def tag_of(kind: object) -> str:
     """The wire tag of a CRDT class; TypeError for anything else."""
-    tag = getattr(kind, "TAG", None)
-    if isinstance(tag, str) and _TYPES.get(tag, (None,))[0] is kind:
-        return tag
-    names = ", ".join(k.__name__ for k, _ in _TYPES.values())
-    raise TypeError(f"kind must be one of the CRDT classes ({names}), not {kind!r}")
+    try:
+        return _TAGS[kind]
+    except (KeyError, TypeError):  # TypeError: unhashable
+        names = ", ".join(k.__name__ for k, _ in _TYPES.values())
+        raise TypeError(f"kind must be one of the CRDT classes ({names}), not {kind!r}") from None
 
 
 def type_of(tag: str) -> tuple[type[CRDT], int]:

@@ -149,8 +149,13 @@ class ORMap(Clocked):
             # nested store on every update); anti-entropy carries it on.
             what = "the replica itself" if nested_delta is nested else type(nested_delta).__name__
             raise TypeError(f"fn must return the nested {kind.__name__} delta, not {what}")
-        delta = self._part(nested_delta._ctx)  # the nested delta's context is the map's
-        delta._fields[frozen] = {tag: nested_delta}
+        delta = object.__new__(ORMap)  # self._part(nested_delta._ctx), inline: the hot path
+        delta._rid = self._rid
+        delta._ctx = nested_delta._ctx  # the nested delta's context is the map's
+        delta._delta = True
+        delta._fields = {frozen: {tag: nested_delta}}
+        delta._level = self._level
+        delta._hlc = self._hlc
         return delta
 
     def remove(self, key: object) -> ORMap:
