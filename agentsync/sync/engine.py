@@ -39,13 +39,14 @@ seqs and acks: well under 100 bytes each way.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode
 from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
-from agentsync.crdt.values import check_replica_id
+from agentsync.crdt.values import INT64_MAX, check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
 from agentsync.sync.buffer import DeltaBuffer, Entry, decodable
 from agentsync.sync.messages import (
@@ -55,7 +56,9 @@ from agentsync.sync.messages import (
     Piece,
     SyncMessage,
     encode_message,
+    pack_vector,
 )
+from agentsync.sync.pruning import Performed, Pruning, PruningConfig, encode_table
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 """The largest message the engine composes (1 MiB)."""
@@ -71,6 +74,16 @@ most of a small one; joining also drops what later entries overwrote. But a
 join decodes nothing and re-encodes everything, once per peer: for large
 entries (a busy writer's rounds) that costs more CPU than the frames it saves.
 """
+
+VECTOR_EVERY = 32
+"""A message that carries deltas carries the version vector only every this many messages.
+
+While writes flow, the vector changes with almost every message: sending it
+each time would cost more than the deltas. Stability is wanted once things
+calm down, and a message without deltas carries it whenever it changed.
+"""
+RETELL_EVERY = 64
+"""Messages after which news sent but not known to have arrived is sent again."""
 
 Changed = frozenset[str]
 """The top-level names a merge changed."""
@@ -109,6 +122,38 @@ class _Incoming:
 
 
 @dataclass(slots=True)
+class _Told:
+    """What a peer was told of one thing (the vector, the prune table), by its version.
+
+    A version is sent once, and again after ``RETELL_EVERY`` messages unless
+    a request that carried it was answered (the response proves the request
+    arrived), as the Node retells members: a lost message delays news, and
+    an idle exchange carries none.
+    """
+
+    confirmed: int | None = None
+    sent: int | None = None
+    offered: int | None = None
+    quiet: int = 0
+    """Messages composed for the peer since it was last sent (a busy link waits a while)."""
+
+    def due(self, version: int) -> bool:
+        if version == self.confirmed:
+            return False
+        return version != self.sent or self.quiet >= RETELL_EVERY
+
+    def note(self, version: int, is_response: bool) -> None:
+        self.quiet = 0
+        self.sent = version
+        if not is_response:
+            self.offered = version
+
+    def answered(self) -> None:
+        if self.offered is not None:
+            self.confirmed, self.offered = self.offered, None
+
+
+@dataclass(slots=True)
 class PeerState:
     """What this node knows of one peer, by the peer's node id."""
 
@@ -136,6 +181,13 @@ class PeerState:
     """The newest snapshot transfer from the peer seen so far (older pieces are stale)."""
     outgoing: _Outgoing | None = None
     incoming: _Incoming | None = None
+    vector: dict[str, int] | None = None
+    """The peer's version vector as it last reported it (revision 1.2), pruned ids left out."""
+    told_vector: _Told = field(default_factory=_Told)
+    told_table: _Told = field(default_factory=_Told)
+    pruned_you: bool = False
+    """The peer's replica was pruned here: every message to it says so, and nothing of it
+    is merged, until it comes back as a new incarnation (a new epoch)."""
 
 
 class SyncEngine:
@@ -163,6 +215,7 @@ class SyncEngine:
         buffer_max_bytes: int = DEFAULT_BUFFER_BYTES,
         bp: bool = True,
         rr: bool = True,
+        pruning: PruningConfig | None = None,
     ) -> None:
         self.node_id = check_replica_id(node_id)
         if type(cluster) is not str or not 0 < len(cluster) <= MAX_CLUSTER_CHARS:
@@ -180,6 +233,12 @@ class SyncEngine:
         self.bp = bp
         self.rr = rr
         self.metrics = SyncMetrics()
+        self.pruning = Pruning(pruning)
+        """The prune table, the replicas forgotten here and the Bloom filter of old ones."""
+        self.pruned_out = False
+        """A peer said this replica was pruned: take a new incarnation, merge nothing more."""
+        self._vector: dict[str, int] = {}
+        self._vector_version = 0
         self._buffer = DeltaBuffer(buffer_max_bytes, self.state)
         self._peers: dict[str, PeerState] = {}
         self._last_transfer = 0
@@ -191,8 +250,9 @@ class SyncEngine:
         """Intervals this node refused (every message says how many, for ``_take_ack``)."""
         self.on_merge: Callable[[ORMap], None] | None = None
         """Called with each part of a peer's state merged into ``state``, before it is
-        buffered (the Node logs it to its store); an exception it raises fails the
-        exchange, with the part merged."""
+        buffered, and with each collapse delta this node writes as a pruning owner (the
+        Node logs both to its store); an exception it raises fails the exchange, with
+        the part merged."""
         if self.state.context:  # seq 0 is the empty state: acks of it must not count
             self._buffer.skip()
 
@@ -239,6 +299,92 @@ class SyncEngine:
         """Drop everything known of a peer (it left for good)."""
         self._peers.pop(peer_id, None)
         self._collect()
+
+    # -- bounded metadata (docs/crdts.md, "Pruning") -----------------------------
+
+    def stable_vector(self, live: Iterable[str]) -> dict[str, int] | None:
+        """The dots every live node has seen: the pointwise minimum of the version vectors.
+
+        ``live`` names every peer node whose writes may still arrive. None
+        while one of them has reported no vector, or reported one that is not
+        within this replica's (its state is not merged here yet): then
+        nothing is known to be stable.
+        """
+        mine = self.state._ctx._vv
+        stable = dict(mine)
+        for node_id in live:
+            peer = self._peers.get(node_id)
+            reported = peer.vector if peer is not None else None
+            if reported is None:
+                return None
+            if any(mine.get(replica_id, 0) < n for replica_id, n in reported.items()):
+                return None
+            stable = {r: min(n, reported[r]) for r, n in stable.items() if r in reported}
+        return stable
+
+    def prune_stable(self, live: Iterable[str]) -> int:
+        """Drop what the state keeps for updates every live node has seen; how many went."""
+        stable = self.stable_vector(live)
+        return self.state.prune_stable(stable) if stable else 0
+
+    def prune_departed(
+        self, now: float, members: Collection[str], alive: Collection[str] | None = None
+    ) -> bool:
+        """One prune step (``agentsync.sync.pruning``); True if what ``save`` keeps changed.
+
+        ``now``: monotonic seconds; ``members``: the node ids of every member
+        not removed (alive, suspect or dead); ``alive``: those alive (all of
+        them if None), among which the lowest id starts pruning.
+        """
+        pruning = self.pruning
+        before = pruning.changes
+        live = {self.state.replica_id}
+        live.update(
+            peer.replica
+            for node_id, peer in self._peers.items()
+            if peer.replica is not None and node_id in members
+        )
+        actions = pruning.step(
+            now, me=self.node_id, mentioned=self.state.replica_ids(), live=live,
+            members=members, alive=members if alive is None else alive,
+        )  # fmt: skip
+        for replica_id in actions.perform:
+            self._perform(replica_id)
+        self._forget_arrived()
+        return pruning.changes != before
+
+    def _perform(self, replica_id: str) -> None:
+        """Collapse a departed replica into this one (its owner), spread that, and forget it."""
+        state = self.state
+        up_to = state._ctx._vv.get(replica_id, 0)
+        delta = state.collapse(replica_id)
+        if delta._ctx:
+            if self.on_merge is not None:
+                self.on_merge(delta)
+            self.record_local(delta)
+            self._buffer.seal()  # built off the state before the cleanup below
+        top = state._ctx._vv.get(state.replica_id, 0)
+        state.cleanup(replica_id, INT64_MAX)
+        marker = Performed(self.node_id, state.replica_id, up_to, top)
+        self.pruning.performed(replica_id, marker)
+        self._forgot(replica_id)
+
+    def _forget_arrived(self) -> None:
+        """Forget each replica whose owner's collapse has arrived here."""
+        state = self.state
+        for replica_id, marker in list(self.pruning.pending()):
+            if replica_id == state.replica_id:
+                self.pruned_out = True  # this replica was pruned while it was away
+                return
+            if not marker.top or state._ctx.has(marker.owner_replica, marker.top):
+                state.cleanup(replica_id, INT64_MAX)
+                self.pruning.forgot(replica_id, marker.up_to)
+                self._forgot(replica_id)
+
+    def _forgot(self, replica_id: str) -> None:
+        for peer in self._peers.values():
+            if peer.vector is not None:
+                peer.vector.pop(replica_id, None)
 
     # -- local writes -----------------------------------------------------------
 
@@ -311,6 +457,16 @@ class SyncEngine:
         if peer is None or peer.epoch not in (None, message.epoch):
             peer = PeerState()  # new, or restarted: it may hold less (kept only if accepted)
         peer.epoch = message.epoch
+        if message.replica is not None:
+            peer.replica = message.replica
+        if message.pruned_you and message.ack is not None and message.ack[0] == self.epoch:
+            self.pruned_out = True
+        if self.pruned_out or self.pruning.is_pruned(peer.replica):
+            peer.pruned_you = not self.pruned_out
+            self._peers[sender] = peer
+            self.metrics.rounds += 1
+            return frozenset()  # a pruned replica came back, or this one is: never merged
+        self._take_news(peer, message)
         if message.piece is not None:
             changed = self._take_piece(sender, peer, message.piece)
         elif message.context is not None:
@@ -323,26 +479,44 @@ class SyncEngine:
             # peer, say), and the sender drops its side on seeing the ack.
             peer.incoming = None
         self._peers[sender] = peer
-        if message.replica is not None:
-            peer.replica = message.replica
         peer.knows_replica = message.knows_replica
         peer.sent = None  # what the peer acks now is what reached it
         self._take_ack(peer, message)
         self._take_want(peer, message.want)
         self.metrics.rounds += 1
         self._collect()
+        if self.pruning.pruned or self.pruning.table:
+            self._forget_arrived()
         return changed
+
+    def _take_news(self, peer: PeerState, message: SyncMessage) -> None:
+        """Take a peer's reported vector and prune table; a response confirms what we told."""
+        if message.is_response:
+            peer.told_vector.answered()
+            peer.told_table.answered()
+        if message.vector is not None:
+            pruning = self.pruning
+            reported = peer.vector if peer.vector is not None else {}
+            for replica_id, n in message.vector.items():
+                if n > reported.get(replica_id, 0) and not pruning.is_pruned(replica_id):
+                    reported[replica_id] = n  # a late message's lower vector is old news
+            peer.vector = reported
+        if message.prune:
+            self.pruning.merge(dict(message.prune))
 
     def _take_deltas(self, sender: str, peer: PeerState, message: SyncMessage) -> Changed:
         if message.is_response and (message.ack is None or message.ack[0] != self.epoch):
             # The answer to a request of an earlier incarnation of this node
             # (it restarted since): it was cut by what that one held.
             return frozenset()
-        if message.base > (peer.merged or 0):
+        unknown = peer.replica is None and (self.pruning.pruned or self.pruning.bloom.count)
+        if message.base > (peer.merged or 0) or (unknown and message.deltas):
             # The interval starts after state of the sender this node does not
             # hold (an interval before it was lost, or this node restarted).
             # Merging it could leave dots in the context whose effects are
-            # missing, so drop it; the reply tells the sender to rewind.
+            # missing, so drop it; the reply tells the sender to rewind. (So
+            # too while its replica id is unknown here and may be a pruned
+            # one: the reply asks for the id.)
             peer.rewind = True
             self._refusals += 1
             return frozenset()
@@ -362,6 +536,10 @@ class SyncEngine:
     def _take_context(self, peer: PeerState, message: SyncMessage) -> Changed:
         theirs = message.context
         assert theirs is not None
+        if self.pruning.pruned:  # forgotten here, and never merged again
+            theirs = theirs.copy()
+            for replica_id in self.pruning.pruned:
+                theirs._forget(replica_id, INT64_MAX)
         mine = self.state._ctx
         if theirs <= mine:
             _raise_merged(peer, message.seq)
@@ -417,6 +595,14 @@ class SyncEngine:
         for name in incoming._fields:
             if type(name) is not str:
                 raise ProtocolError(f"top-level names must be str, not {type(name).__name__}")
+        if self.pruning.pruned:  # what a forgotten replica wrote is never merged again
+            bounds = self.pruning.forget_bounds()
+            cleaned = incoming.cleaned(bounds)
+            if cleaned is None:
+                return frozenset()
+            incoming = cleaned
+            if pieces is not None:
+                pieces = tuple(p for p in (d.cleaned(bounds) for d in pieces) if p is not None)
         part = self.state.unseen_part(incoming)
         if part is None:
             return frozenset()
@@ -516,21 +702,68 @@ class SyncEngine:
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
             replica=None if peer.knows_replica else self.state.replica_id,
-            refusals=self._refusals,
+            refusals=self._refusals, pruned_you=peer.pruned_you,
         )  # fmt: skip
         peer.rewind = False
+        if peer.pruned_you:
+            return message  # nothing else for a pruned replica: it must start anew
+        news, extra = self._news(peer, is_response)
         try:
-            return self._fill(peer_id, peer, message)
+            filled = self._fill(peer_id, peer, replace(message, **news), extra)
         finally:
             self._collect()
+        told = peer.told_vector
+        told.quiet += 1
+        peer.told_table.quiet += 1
+        if filled.piece is not None:
+            return replace(filled, vector=None, prune=None)  # a piece's room is all taken
+        if filled.vector is not None and filled.deltas and told.quiet < VECTOR_EVERY:
+            filled = replace(filled, vector=None)  # the vector of a busy link goes now and then
+        if filled.vector is not None:
+            told.note(self._vector_version, is_response)
+        if filled.prune is not None:
+            peer.told_table.note(self.pruning.changes, is_response)
+        return filled
 
-    def _fill(self, peer_id: str, peer: PeerState, message: SyncMessage) -> SyncMessage:
-        """Add what the peer lacks: a delta interval, the context, or a snapshot piece."""
+    def _news(self, peer: PeerState, is_response: bool) -> tuple[dict[str, Any], int]:
+        """This node's vector and prune table, if the peer was not told them yet; their size.
+
+        Both together stay within a quarter of a message (what does not fit
+        waits): an idle exchange carries neither.
+        """
+        news: dict[str, Any] = {}
+        extra = 0
+        room = self.max_message_bytes // 4
+        vector = self.state._ctx._vv
+        if vector != self._vector:
+            self._vector = dict(vector)
+            self._vector_version += 1
+        if vector and peer.told_vector.due(self._vector_version):
+            size = len(pack_vector(vector))
+            if size <= room:
+                news["vector"] = dict(vector)
+                extra += size
+        pruning = self.pruning
+        if pruning.table and peer.told_table.due(pruning.changes):
+            entries = pruning.entries()
+            size = len(encode_table(entries))
+            if extra + size <= room:
+                news["prune"] = entries
+                extra += size
+        return news, extra
+
+    def _fill(
+        self, peer_id: str, peer: PeerState, message: SyncMessage, extra: int = 0
+    ) -> SyncMessage:
+        """Add what the peer lacks: a delta interval, the context, or a snapshot piece.
+
+        ``extra``: the bytes the message's vector and prune table take.
+        """
         buffer = self._buffer
         if peer.outgoing is None and not peer.needs_snapshot:
             if peer.ack is not None and peer.ack >= buffer.floor:
                 start = peer.ack if peer.sent is None else max(peer.ack, peer.sent)
-                interval = self._interval(peer_id, start)
+                interval = self._interval(peer_id, start, extra)
                 if interval is not None:
                     if message.is_response:  # it arrives unseen: do not send it again
                         peer.sent = interval["seq"]  # type: ignore[assignment]
@@ -552,9 +785,9 @@ class SyncEngine:
             return None
         return with_context
 
-    def _interval(self, peer_id: str, ack: int) -> dict[str, object] | None:
+    def _interval(self, peer_id: str, ack: int, extra: int = 0) -> dict[str, object] | None:
         """The buffered deltas after ``ack`` that fit one message, or None if one cannot."""
-        budget = self.max_message_bytes - MESSAGE_ROOM
+        budget = self.max_message_bytes - MESSAGE_ROOM - extra
         room = budget
         chosen: list[Entry] = []
         covered = ack

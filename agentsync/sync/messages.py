@@ -1,19 +1,21 @@
 """Sync messages: what two nodes say to each other, and its validated wire form.
 
 One message type serves as both the request and the response of a push-pull
-exchange. It is a msgpack array of 13 to 15 items, documented in
+exchange. It is a msgpack array of 13 to 17 items, documented in
 ``docs/protocol.md``::
 
     [version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base,
-     replica, refusals, members]
+     replica, refusals, members, vector, prune]
 
-``refusals`` and ``members`` came with revision 1.1 of protocol version 1
-(both optional trailing items); a message of revision 1.0 has 13 items, and
+``refusals`` and ``members`` came with revision 1.1 of protocol version 1,
+``vector`` and ``prune`` (and the flag "pruned you") with revision 1.2 (all
+optional trailing items); a message of revision 1.0 has 13 items, and
 decodes with ``refusals`` None and no members.
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
 the CRDT codec. Trailing items after the fifteenth are ignored, so that a
-later minor revision can add fields that older nodes skip.
+later minor revision can add fields that older nodes skip (items after the
+seventeenth, since revision 1.2).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agentsync.crdt.dots import CausalContext
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.errors import DecodeError
+from agentsync.sync.pruning import Marker, decode_table, encode_table
 
 PROTOCOL_VERSION = 1
 """The version this node speaks; a message of another version is refused."""
@@ -48,6 +51,10 @@ MAX_MEMBER_URL_CHARS = 256
 _RESPONSE = 1
 _REWIND = 2
 _KNOWS_REPLICA = 4
+_PRUNED_YOU = 8
+_FLAGS = _RESPONSE | _REWIND | _KNOWS_REPLICA | _PRUNED_YOU
+MAX_VECTOR = 4096
+"""The most entries a reported version vector may have (revision 1.2)."""
 _FIELDS = 13
 """The items of a revision 1.0 message; revision 1.1 adds ``refusals`` and ``members``."""
 
@@ -113,6 +120,15 @@ class SyncMessage:
     treats what it receives as untrusted hints (its membership validates,
     bounds and probes them).
     """
+    vector: dict[str, int] | None = None
+    """The sender's version vector, when it changed since the sender last told it (1.2).
+
+    The receiver uses it for causal stability (``SyncEngine.stable_vector``).
+    """
+    prune: tuple[tuple[str, Marker], ...] | None = None
+    """The sender's prune table, when it changed since the sender last told it (1.2)."""
+    pruned_you: bool = False
+    """The receiver's replica was pruned here: it must start a new incarnation (1.2)."""
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -125,15 +141,23 @@ def encode_message(message: SyncMessage) -> bytes:
         packed = writer.context(message.context)
         context = [writer.replica_ids, packed]
     piece = message.piece
-    revision_1_1: list[Any] = [] if message.refusals is None else [message.refusals]
-    if message.members:
-        revision_1_1 = [message.refusals or 0, [list(member) for member in message.members]]
+    trailing: list[Any] = [
+        message.refusals,
+        [list(member) for member in message.members] if message.members else None,
+        pack_vector(message.vector) if message.vector is not None else None,
+        encode_table(message.prune) if message.prune is not None else None,
+    ]
+    while trailing and trailing[-1] is None:
+        trailing.pop()
+    if trailing and trailing[0] is None:
+        trailing[0] = 0  # a revision 1.2 field after no count: say none
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             PROTOCOL_VERSION,
             (_RESPONSE if message.is_response else 0)
             | (_REWIND if message.rewind else 0)
-            | (_KNOWS_REPLICA if message.knows_replica else 0),
+            | (_KNOWS_REPLICA if message.knows_replica else 0)
+            | (_PRUNED_YOU if message.pruned_you else 0),
             message.sender,
             message.cluster,
             message.epoch,
@@ -145,7 +169,7 @@ def encode_message(message: SyncMessage) -> bytes:
             list(message.want) if message.want is not None else None,
             message.base,
             message.replica,
-            *revision_1_1,
+            *trailing,
         ],
         use_bin_type=True,
     )
@@ -182,10 +206,12 @@ def decode_message(data: bytes) -> SyncMessage:
     ]
     if type(version) is not int or version != PROTOCOL_VERSION:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
-    if type(flags) is not int or not 0 <= flags <= _RESPONSE | _REWIND | _KNOWS_REPLICA:
+    if type(flags) is not int or not 0 <= flags <= _FLAGS:
         _fail(f"unknown flags {flags!r}")
     refusals = _int(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
     members = _members(raw[_FIELDS + 1]) if len(raw) > _FIELDS + 1 else ()
+    vector = _vector(raw[_FIELDS + 2]) if len(raw) > _FIELDS + 2 else None
+    prune = _prune(raw[_FIELDS + 3]) if len(raw) > _FIELDS + 3 else None
     return SyncMessage(
         sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
         cluster=_name(cluster, MAX_CLUSTER_CHARS, "cluster"),
@@ -199,11 +225,48 @@ def decode_message(data: bytes) -> SyncMessage:
         is_response=bool(flags & _RESPONSE),
         rewind=bool(flags & _REWIND),
         knows_replica=bool(flags & _KNOWS_REPLICA),
+        pruned_you=bool(flags & _PRUNED_YOU),
         base=_int(base, 0, "base"),
         replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
         refusals=refusals,
         members=members,
+        vector=vector,
+        prune=prune,
     )
+
+
+def pack_vector(vector: dict[str, int]) -> bytes:
+    """A version vector as bin: ``[ids, counters]``, decoded with limits of its own."""
+    ids = sorted(vector)
+    return msgpack.packb([ids, [vector[i] for i in ids]], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _vector(raw: Any) -> dict[str, int] | None:
+    if raw is None:
+        return None
+    if type(raw) is not bytes:
+        _fail("vector must be nil or bin")
+    try:
+        ids, counters = msgpack.unpackb(
+            raw, raw=False, use_list=False, max_ext_len=0, max_map_len=0, max_array_len=MAX_VECTOR
+        )
+    except Exception as exc:  # msgpack's errors vary by input; all mean malformed
+        raise DecodeError(f"vector is not [ids, counters]: {exc}") from None
+    if type(ids) is not tuple or type(counters) is not tuple or len(ids) != len(counters):
+        _fail("vector must be [ids, counters] of one length")
+    vector = {_name(i, MAX_REPLICA_ID_CHARS, "a vector's replica id"): _int(n, 1, "a vector entry")
+              for i, n in zip(ids, counters, strict=True)}  # fmt: skip
+    if len(vector) != len(ids):
+        _fail("a vector names a replica twice")
+    return vector
+
+
+def _prune(raw: Any) -> tuple[tuple[str, Marker], ...] | None:
+    if raw is None:
+        return None
+    if type(raw) is not bytes:
+        _fail("prune must be nil or bin")
+    return decode_table(raw)
 
 
 def _members(raw: Any) -> tuple[tuple[str, str], ...]:

@@ -52,7 +52,7 @@ from agentsync.crdt import ORMap, ORSet, encode
 from agentsync.crdt.codec import COMPRESS_MIN_BYTES
 from agentsync.crdt.group import LocalGroup
 from agentsync.sync import SyncEngine, decode_message, encode_message
-from agentsync.sync.engine import PeerState
+from agentsync.sync.engine import PeerState, _Told
 from tests.sync.simnet import SimClock
 
 SEED = int(os.environ.get("METADATA_SEED", "5"))
@@ -97,7 +97,10 @@ def state_bound(replica_ids: list[str], live: tuple[str, ...]) -> int:
 def peer_table_bound(node_ids: list[str], replica_ids: list[str]) -> int:
     """Per peer: its id, then each field of its record at most an int64 or a replica id."""
     widest = max(INT, *map(str_bytes, replica_ids))
-    per_peer = 1 + max(map(str_bytes, node_ids)) + len(fields(PeerState)) * widest
+    told = len(fields(_Told)) - 1  # each _Told field is a field of its own (less the one it is)
+    per_field = (len(fields(PeerState)) + 2 * told) * widest
+    reported = sum(map(str_bytes, replica_ids)) + len(replica_ids) * INT  # the peer's vector
+    per_peer = 1 + max(map(str_bytes, node_ids)) + per_field + reported
     return 1 + (len(node_ids) - 1) * per_peer
 
 
@@ -112,6 +115,11 @@ def peer_table(engine: SyncEngine) -> bytes:
                 value = len(value.data)
             elif f.name == "incoming" and value is not None:
                 value = sum(map(len, value.parts))
+            if isinstance(value, dict):  # the peer's reported vector
+                value = sorted(value.items())
+            if isinstance(value, _Told):
+                row += [getattr(value, t.name) for t in fields(_Told)]
+                continue
             row.append(value)
         rows.append(row)
     return msgpack.packb(rows)  # type: ignore[no-any-return]
