@@ -46,10 +46,11 @@ class _CausalCounter(FlatStore):
         if len(entries) == 1 and entries[0][0] == rid:  # a lone writer
             own: tuple[Entry, ...] = entries
             rest: list[Entry] = []
+            total = entries[0][2] + sign * n
         else:
             own = tuple(e for e in entries if e[0] == rid)
             rest = [e for e in entries if e[0] != rid]
-        total = sum(e[2] for e in own) + sign * n
+            total = sum(e[2] for e in own) + sign * n
         if not self._floor <= total <= INT64_MAX:
             raise IntegerRangeError(f"this replica's total would leave the int64 range: {total}")
         dot = self._ctx.next_dot(rid)

@@ -128,6 +128,7 @@ class ORMap(Clocked):
         tag = tag_of(kind)
         fields = self._fields.get(frozen)
         nested = fields.get(tag) if fields else None
+        fresh = False
         if nested is None:
             held = self._shown(fields) if fields else None
             if held is not None:
@@ -136,13 +137,14 @@ class ORMap(Clocked):
             if kind is ORMap and self._level + 1 >= MAX_MAP_DEPTH:
                 raise ValueError(f"ORMaps may nest at most {MAX_MAP_DEPTH} deep")
             nested = kind._blank(self._rid, self._ctx, self._hlc, self._level + 1)
+            fresh = True
         nested_delta = fn(nested)  # type: ignore[arg-type]
         if nested._is_empty():
             if fields:
                 fields.pop(tag, None)
                 if not fields:
                     del self._fields[frozen]
-        else:
+        elif fresh:  # one already held stays where it is
             self._fields.setdefault(frozen, {})[tag] = nested
         if type(nested_delta) is not kind or not nested_delta._delta:
             # What fn wrote stays written (undoing it would mean copying the

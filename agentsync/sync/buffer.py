@@ -93,7 +93,8 @@ class DeltaBuffer:
 
     def skip(self) -> None:
         """Record a change that is not buffered (no peer needs it): every ack expires."""
-        self.clear()
+        if self._pending.writes or self._entries:  # each write of a node alone: nothing to clear
+            self.clear()
         self.head += 1
         self.floor = self.head
 
