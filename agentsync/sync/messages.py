@@ -25,7 +25,15 @@ from typing import Any, NoReturn
 
 import msgpack
 
-from agentsync.crdt.codec import MAX_ENCODED_BYTES, Reader, Writer, cloud_budget, decode, encode
+from agentsync.crdt.codec import (
+    MAX_ENCODED_BYTES,
+    MAX_ITEMS,
+    Reader,
+    Writer,
+    cloud_budget,
+    decode,
+    encode,
+)
 from agentsync.crdt.dots import CausalContext
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
@@ -42,7 +50,7 @@ MAX_PIECES = 1 << 16
 """The most pieces one snapshot may be cut into."""
 
 MAX_DELTAS = 64
-"""The most buffered deltas one message carries (also the longest array decoded)."""
+"""The most buffered deltas one message carries (and the most items at its top level)."""
 
 MAX_MEMBERS = 16
 """The most peers one message may name for peer exchange."""
@@ -194,13 +202,13 @@ def decode_message(data: bytes) -> SyncMessage:
             strict_map_key=True,
             use_list=False,
             max_ext_len=0,
-            max_array_len=MAX_DELTAS,
+            max_array_len=MAX_ITEMS,  # a context's arrays grow with its replicas: codec's bound
             max_map_len=0,
         )
     except Exception as exc:  # msgpack's errors vary by input; all mean malformed
         raise DecodeError(f"not valid msgpack: {exc}") from None
-    if type(raw) is not tuple or len(raw) < _FIELDS:
-        _fail(f"expected an array of at least {_FIELDS} items")
+    if type(raw) is not tuple or not _FIELDS <= len(raw) <= MAX_DELTAS:
+        _fail(f"expected an array of {_FIELDS} to {MAX_DELTAS} items")
     version, flags, sender, cluster, epoch, seq, ack, context, deltas, piece, want, base, rid = raw[
         :_FIELDS
     ]
@@ -324,8 +332,8 @@ def _context(raw: Any, budget: int) -> CausalContext | None:
 def _deltas(raw: Any) -> tuple[ORMap, ...]:
     if raw is None:
         return ()
-    if type(raw) is not tuple or not raw:
-        _fail("deltas must be nil or a non-empty array of bin")
+    if type(raw) is not tuple or not 0 < len(raw) <= MAX_DELTAS:
+        _fail(f"deltas must be nil or an array of 1 to {MAX_DELTAS} bin")
     for item in raw:
         if type(item) is not bytes:
             _fail("each delta must be bin")

@@ -237,6 +237,25 @@ def test_a_context_message_stays_within_the_bound() -> None:
     assert hub.state == newcomer.state and not newcomer.wants_more("hub")
 
 
+@pytest.mark.parametrize("replicas", [33, 200])
+def test_a_context_naming_many_replicas_decodes_and_repairs(replicas: int) -> None:
+    """Regression: the message decoder capped every array at 64 items, so a context
+    naming over 32 replicas (a vector of two items each) was refused as malformed and
+    context repair failed, in any cluster whose nodes had taken over 32 replica ids."""
+    state = ORMap("hub.0")
+    for i in range(replicas):
+        writer = ORMap(f"agent-{i:04d}")
+        state.merge(writer.update("hits", GCounter, lambda c: c.increment()))
+    hub = SyncEngine("hub", state=state, epoch=1)
+    newcomer = SyncEngine("newcomer", state=state.copy(), epoch=2)
+    request = wire(hub.request(None), bound=1 << 20)
+    assert request.context is not None and len(request.context.version_vector) == replicas
+    reply = wire(newcomer.on_request(request)[0], bound=1 << 20)
+    assert reply.want is None, "the newcomer holds every dot: it acks, it needs no snapshot"
+    hub.on_response(reply)
+    assert hub.peers["newcomer"].ack is not None
+
+
 def test_a_forgotten_peer_releases_the_buffer_and_is_repaired_when_it_returns() -> None:
     seed = 31
     net = SimNet(seed, 3)
