@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agentsync.crdt.codec import MIN_CLOUD_DOTS, cloud_budget, encode
+from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode
 from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.ormap import ORMap
 
@@ -31,17 +31,8 @@ than ``MIN_CLOUD_DOTS`` dots unless the input is large enough to justify it
 (``codec.cloud_budget``): a group past that would be refused at every
 exchange, for ever. Sealing here keeps every local entry decodable (the
 half left over leaves room for the one write that crosses the line); what
-the engine composes from entries it checks with ``decodable``.
+the engine composes from entries it checks with ``codec.encode_decodable``.
 """
-
-
-def decodable(delta: ORMap, data: bytes) -> bool:
-    """True when a receiver's decode of ``data``, ``delta``'s encoding, accepts its cloud.
-
-    ``data`` may be deflated, which decode budgets by its inflated length:
-    then this is conservative (it may say no to a delta decode would take).
-    """
-    return len(delta._ctx._cloud) <= cloud_budget(len(data))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ Algorithm 2) with both optimizations of Enes et al. (ICDE 2019):
   fresh join: the buffered entries are never changed), not as one framed
   delta per entry; a single entry, or large ones, go as encoded once.
 - Every delta composed here (a join, a cut, a merged part) is checked to be
-  **decodable** before it is buffered or sent (``buffer.decodable``): a
+  **decodable** before it is buffered or sent (``codec.encode_decodable``): a
   receiver's decode refuses a cloud of many dots from few bytes, and a burst
   of writes that cancel out is a few bytes listing a dot each. One that is
   not goes as the deltas it was made of, each decodable already.
@@ -43,12 +43,12 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode
+from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode, encode_decodable
 from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
-from agentsync.sync.buffer import DeltaBuffer, Entry, decodable
+from agentsync.sync.buffer import DeltaBuffer, Entry
 from agentsync.sync.messages import (
     MAX_CLUSTER_CHARS,
     MAX_DELTAS,
@@ -632,8 +632,8 @@ class SyncEngine:
         here from the bytes it encodes to), as is a snapshot that arrived.
         """
         whole = part if self.rr else incoming
-        data = encode(whole)
-        if decodable(whole, data):
+        data = encode_decodable(whole)
+        if data is not None:
             return [(whole, data)]
         arrived = (incoming,) if pieces is None else pieces
         return [(delta, encode(delta)) for delta in arrived]
@@ -834,12 +834,10 @@ class SyncEngine:
                 if part is not None:
                     cut.append((part, None))
             sent = cut
-        encoded = tuple(encode(d) if data is None else data for d, data in sent)
-        if sum(len(data) for data in encoded) > budget or not all(
-            decodable(d, data) for (d, _), data in zip(sent, encoded, strict=True)
-        ):
+        encoded = [encode_decodable(d) if data is None else data for d, data in sent]
+        if None in encoded or sum(len(data) for data in encoded if data) > budget:
             return tuple(e.delta for e in chosen), tuple(e.data for e in chosen)
-        return tuple(d for d, _ in sent), encoded
+        return tuple(d for d, _ in sent), tuple(data for data in encoded if data is not None)
 
     def _piece(self, peer: PeerState) -> dict[str, object]:
         outgoing = peer.outgoing
