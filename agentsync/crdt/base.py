@@ -691,9 +691,15 @@ class KeyedStore(CRDT):
         part = self._part(ctx)
         mine = self._entries
         has = ctx.has
+        put = part._put
         for key in names:
-            kept = tuple(e for e in mine.get(key, ()) if has(e[0], e[1]))
-            part._put(key, (), kept, True)
+            dots: tuple[Entry, ...] = mine.get(key, ())
+            kept: tuple[Entry, ...]
+            if len(dots) == 1:  # a key one write set, the common case: no generator
+                kept = dots if has(dots[0][0], dots[0][1]) else ()
+            else:
+                kept = tuple(e for e in dots if has(e[0], e[1]))
+            put(key, (), kept, True)
         return part
 
     def _collapse(self, gone: str, up_to: int, part: Any) -> bool:

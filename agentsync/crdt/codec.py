@@ -19,7 +19,8 @@ import threading
 import zlib
 from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Iterator
-from itertools import repeat
+from itertools import groupby, repeat
+from operator import itemgetter, sub
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, overload
 
@@ -242,19 +243,11 @@ class Writer:
         length) pairs; counters are deltas from the previous one in the run."""
         runs: list[int] = []
         counters: list[int] = []
-        previous_rid = None
-        previous_n = 0
-        for entry in entries:
-            rid = entry[0]
-            if rid != previous_rid:
-                runs.append(self.replica_index(rid))
-                runs.append(1)
-                previous_rid = rid
-                previous_n = 0
-            else:
-                runs[-1] += 1
-            counters.append(entry[1] - previous_n)
-            previous_n = entry[1]
+        for rid, run in groupby(entries, itemgetter(0)):
+            ns = [entry[1] for entry in run]
+            runs += (self.replica_index(rid), len(ns))
+            counters.append(ns[0])
+            counters += map(sub, ns[1:], ns)  # each counter less the one before it
         return [runs, counters]
 
     def context(self, ctx: CausalContext) -> list[list[int]]:

@@ -13,6 +13,19 @@ from agentsync.crdt.values import freeze_key, stored_form
 S = TypeVar("S", bound="SetBase")
 
 
+_NO_DOT = ("", 0)
+"""Sorts before every dot: replica ids are never empty."""
+
+
+def _first_dot(row: tuple[Hashable, tuple[Entry, ...]]) -> Entry:
+    """The order of a set's rows on the wire: by their first dot (none first).
+
+    The dot itself, not a tuple of it: a level less to compare halves a sort.
+    """
+    dots = row[1]
+    return dots[0] if dots else _NO_DOT
+
+
 class SetBase(KeyedStore):
     """A set whose elements map to the dots of their live adds."""
 
@@ -60,11 +73,11 @@ class SetBase(KeyedStore):
             ((key, dots),) = self._entries.items()
             if len(dots) == 1:
                 return [[key], [], [writer.replica_index(dots[0][0]), 1], [dots[0][1]]]
-        rows = sorted(self._entries.items(), key=lambda item: item[1][:1])
+        rows = sorted(self._entries.items(), key=_first_dot)
         counts = [len(dots) for _, dots in rows]
         return [
             [key for key, _ in rows],
-            [] if all(c == 1 for c in counts) else counts,
+            [] if counts.count(1) == len(counts) else counts,
             *writer.dot_columns([dot for _, dotset in rows for dot in dotset]),
         ]
 
