@@ -13,10 +13,12 @@ from agentsync.sync.messages import (
     decode_message,
     encode_message,
 )
+from agentsync.sync.pruning import PruningConfig
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Piece",
+    "PruningConfig",
     "SyncEngine",
     "SyncMessage",
     "SyncMetrics",

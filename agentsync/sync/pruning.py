@@ -68,13 +68,16 @@ class PruningConfig:
     """When a Node prunes: how often it looks, and how long it waits.
 
     ``interval``: seconds between prune steps (Akka: 120 s). ``prune_after``:
-    how long a replica must look departed before it is pruned (take it above
-    the longest time an agent stays offline, with ``remove_after``).
-    ``marker_ttl``: how long a Performed marker is kept (Akka: 6 h).
+    how long a replica must look departed before it is pruned (its node
+    removed from membership first, after ``remove_after``). 24 h by default,
+    not Akka's minutes: an edge agent may stay offline for hours, and a
+    pruned one that returns starts anew, losing its writes no peer had; take
+    it above the longest time an agent stays offline. ``marker_ttl``: how
+    long a Performed marker is kept (Akka: 6 h).
     """
 
     interval: float = 120.0
-    prune_after: float = 300.0
+    prune_after: float = 24 * 3600.0
     marker_ttl: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
