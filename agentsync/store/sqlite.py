@@ -1,9 +1,10 @@
 """A node's durable state: one SQLite database (WAL) in its data directory.
 
 What is kept: the node's identity (node id, cluster, replica id), its
-replicas as a snapshot plus a log of the deltas applied since, and its
-members. Every write is one transaction, so a crash leaves the state from
-before it or after it, never a mix; ``durability`` says what a commit
+replicas as a snapshot plus a log of the deltas applied since, its
+members, and its pruning state (``SyncEngine.pruning``). Every write is
+one transaction, so a crash leaves the state from before it or after it,
+never a mix; ``durability`` says what a commit
 survives (``"full"``: power loss, as every commit is fsynced; ``"normal"``:
 a process crash, while the last commits may be lost to a power cut).
 Compaction writes a new snapshot and drops the log it covers, off the
@@ -29,6 +30,7 @@ from typing import IO, Literal
 from agentsync.crdt import ORMap
 from agentsync.crdt.codec import decode, encode
 from agentsync.errors import AgentsyncError, DecodeError
+from agentsync.sync.pruning import Pruning
 
 Durability = Literal["full", "normal"]
 DURABILITIES: tuple[Durability, ...] = ("full", "normal")
@@ -36,7 +38,9 @@ DB_FILE = "agentsync.db"
 LOCK_FILE = "agentsync.lock"
 APPLICATION_ID = 0x41475359
 """``PRAGMA application_id`` of an agentsync store ("AGSY"): tells it from other SQLite files."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: identity, snapshot, log, members. 2 adds the pruning table (a version-1 file is
+migrated in place when it is opened)."""
 BUSY_TIMEOUT_S = 30.0
 """How long a statement waits for a lock held by another connection (there should be none)."""
 
@@ -47,6 +51,7 @@ CREATE TABLE snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NU
 CREATE TABLE log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL);
 CREATE TABLE members (url TEXT PRIMARY KEY, node_id TEXT, source TEXT NOT NULL);
 """
+_SCHEMA_2 = "CREATE TABLE pruning (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL);"
 _IDENTITY = ("node_id", "cluster", "replica_id")
 _INSERT = "INSERT INTO log (delta) VALUES (?)"
 
@@ -72,6 +77,8 @@ class Stored:
     """(url, node_id, source) of every member, in the order they were saved."""
     clean: bool
     """Whether the last process closed the store (False after a crash)."""
+    pruning: Pruning | None = None
+    """The pruning state last saved (its config the default one), or None if none was."""
 
 
 class Store:
@@ -87,6 +94,8 @@ class Store:
         self._log_bytes = 0
         self._snapshot_bytes = 0
         self._compacting = False
+        self._reset = False
+        """A reset came while a compaction was under way: that compaction's snapshot is stale."""
         self._clean = False
         """Whether closing may mark the store clean: its replica id issued nothing lost."""
         try:
@@ -133,7 +142,7 @@ class Store:
             raise self._bad(f"is not a readable SQLite database ({exc})") from None
         if tables == 0 and app_id == 0:
             db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id={APPLICATION_ID};"
+                f"BEGIN IMMEDIATE; {_SCHEMA} {_SCHEMA_2} PRAGMA application_id={APPLICATION_ID};"
                 f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
             )
             return
@@ -144,7 +153,7 @@ class Store:
                 f"{self.path} was written by a newer agentsync (schema {version}; this one "
                 f"reads {SCHEMA_VERSION}): upgrade agentsync"
             )
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise self._bad(f"has an unknown schema version {version}")
         try:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -152,6 +161,15 @@ class Store:
             check = str(exc)
         if check != "ok":
             raise self._bad(f"is corrupt ({check})")
+        if version == 1:  # an older agentsync's file: add what schema 2 keeps
+            try:
+                db.executescript(
+                    f"BEGIN IMMEDIATE; {_SCHEMA_2} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot upgrade {self.path} to schema {SCHEMA_VERSION}: {exc}"
+                ) from exc
 
     def _bad(self, what: str) -> StoreError:
         return StoreError(
@@ -183,6 +201,7 @@ class Store:
                 members = self._db.execute(
                     "SELECT url, node_id, source FROM members ORDER BY rowid"
                 ).fetchall()
+                pruning = self._pruning()
                 with self._transaction():  # running now: a crash leaves it unclean
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
                 self._clean = meta.get("clean") == "1"  # a crashed one stays so until saved anew
@@ -197,7 +216,21 @@ class Store:
             state=state,
             members=[(url, node_id, source) for url, node_id, source in members],
             clean=meta.get("clean") == "1",
+            pruning=pruning,
         )
+
+    def _pruning(self) -> Pruning | None:
+        row = self._db.execute("SELECT state FROM pruning").fetchone()
+        if row is None:
+            return None
+        if not isinstance(row[0], bytes):
+            raise self._bad("holds a pruning state that is not bytes")
+        pruning = Pruning()
+        try:
+            pruning.load(row[0])
+        except DecodeError as exc:
+            raise self._bad(f"holds a pruning state that does not decode ({exc})") from None
+        return pruning
 
     def _decode(self, blob: object, what: str) -> ORMap:
         if not isinstance(blob, bytes):
@@ -235,6 +268,32 @@ class Store:
                 with self._transaction():
                     self._db.executemany(_INSERT, ((blob,) for blob in blobs))
             self._log_bytes += sum(map(len, blobs))
+
+    def save_pruning(self, blob: bytes) -> None:
+        """Keep the pruning state (``Pruning.save()``), replacing the one kept before."""
+        with self._lock, self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO pruning (id, state) VALUES (1, ?)", (blob,))
+
+    def reset(self, replica_id: str, state: ORMap) -> None:
+        """Start anew as ``replica_id`` from ``state``: a pruned replica's new incarnation.
+
+        The snapshot becomes ``state`` and the log goes, in one transaction, so
+        that a restart never brings the pruned replica back; a compaction
+        under way is dropped (its snapshot holds the old replica).
+        """
+        blob = encode(state)
+        with self._lock:
+            with self._transaction():
+                db = self._db
+                db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                               [("replica_id", replica_id), ("clean", "0")])  # fmt: skip
+                db.execute("INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, 0, ?)",
+                           (blob,))  # fmt: skip
+                db.execute("DELETE FROM log")
+            self._reset = self._compacting
+            self._clean = True
+            self._log_bytes = 0
+            self._snapshot_bytes = len(blob)
 
     def save_members(self, members: list[tuple[str, str | None, str]]) -> None:
         """Replace the saved members: (url, node_id, source), in the order to try them."""
@@ -286,6 +345,8 @@ class Store:
         """
         try:
             with self._lock:
+                if self._reset:  # the state it holds was dropped meanwhile
+                    return
                 with self._transaction():
                     db = self._db
                     db.execute("INSERT OR REPLACE INTO snapshot (id, seq, state) VALUES (1, ?, ?)",
@@ -298,7 +359,7 @@ class Store:
                 self._snapshot_bytes = len(blob)
         finally:
             with self._lock:
-                self._compacting = False
+                self._compacting = self._reset = False
 
     # -- closing ------------------------------------------------------------------
 

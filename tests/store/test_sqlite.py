@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from agentsync import Node
 from agentsync.crdt import ORMap, ORSet
 from agentsync.crdt.codec import encode
 from agentsync.store import Store, StoreError, StoreLockedError
 from agentsync.store.sqlite import APPLICATION_ID, DB_FILE, SCHEMA_VERSION
+from agentsync.sync.pruning import Pruning
 
 
 def sql(data_dir: Path, statement: str, *params: object) -> object:
@@ -201,3 +204,56 @@ def test_the_application_id_marks_the_file_as_ours(tmp_path: Path) -> None:
     Store(tmp_path).close()
     assert sql(tmp_path, "PRAGMA application_id") == APPLICATION_ID
     assert sql(tmp_path, "PRAGMA journal_mode") == "wal"
+
+
+def test_a_version_1_store_is_upgraded_in_place_and_resumes(tmp_path: Path) -> None:
+    state = filled(tmp_path)
+    sql(tmp_path, "DROP TABLE pruning")  # as agentsync made it before schema 2
+    sql(tmp_path, "PRAGMA user_version=1")
+    store = Store(tmp_path)
+    stored = store.load()
+    assert stored is not None and stored.state == state and stored.pruning is None
+    store.save_pruning(Pruning().save())
+    store.close()
+    assert sql(tmp_path, "PRAGMA user_version") == SCHEMA_VERSION == 2
+    node = Node(data_dir=tmp_path, cluster="blue")  # the node resumes from it
+    try:
+        assert node.node_id == "n1" and node.set("tasks").value == state["tasks"].value
+    finally:
+        asyncio.run(node.stop())
+
+
+def test_the_pruning_state_is_kept_and_a_corrupt_one_refused_by_name(tmp_path: Path) -> None:
+    filled(tmp_path)
+    pruning = Pruning()
+    pruning.forgot("gone.1", 7)
+    store = Store(tmp_path)
+    store.load()
+    store.save_pruning(pruning.save())
+    store.close()
+    store = Store(tmp_path)
+    stored = store.load()
+    store.close()
+    assert stored is not None and stored.pruning is not None
+    assert stored.pruning.pruned == {"gone.1": 7}
+    sql(tmp_path, "UPDATE pruning SET state = ?", b"\x94garbage")
+    refused(tmp_path, "pruning state", "does not decode", "Move it away")
+
+
+def test_a_reset_replaces_state_and_log_and_drops_a_compaction_under_way(tmp_path: Path) -> None:
+    old = filled(tmp_path)
+    store = Store(tmp_path)
+    store.load()
+    begun = store.begin_compaction(old)
+    assert begun is not None
+    fresh = ORMap("n1.new")
+    store.reset("n1.new", fresh)
+    store.finish_compaction(*begun)  # stale: it would bring the old replica back
+    for delta in writes(fresh, range(2)):
+        store.append(delta)
+    store.close()
+    store = Store(tmp_path)
+    stored = store.load()
+    store.close()
+    assert stored is not None and stored.replica_id == "n1.new" and stored.clean
+    assert stored.state == fresh and "n1.abc" not in stored.state.replica_ids()
