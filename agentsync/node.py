@@ -17,6 +17,7 @@ import asyncio
 import base64
 import builtins
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
 from agentsync.crdt.codec import encode, encode_decodable
 from agentsync.crdt.group import LocalGroup
-from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
+from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
     Member,
@@ -45,11 +46,12 @@ from agentsync.discovery.membership import (
 )
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
-from agentsync.store import DURABILITIES, Durability, Store, Stored
+from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
 from agentsync.sync.buffer import MAX_LISTED_DOTS, SEAL_EVERY
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
+from agentsync.sync.pruning import Performed, PruningConfig
 from agentsync.transport.client import SyncClient
 from agentsync.transport.server import SyncServer
 from agentsync.transport.urls import at_address, is_loopback, is_wildcard, normalize_url
@@ -110,8 +112,14 @@ class Node(Container):
     ``membership`` (``agentsync.discovery.MembershipConfig``: when a silent
     peer is suspect and dead, how dead ones are retried, and when they are
     forgotten; the defaults detect a silent peer within 5 s).
-    ``data_dir`` is reserved for durable storage (the directory is created
-    now; replicas are kept in memory).
+    ``data_dir`` keeps the node's state in SQLite there (``docs/storage.md``).
+    ``pruning`` (``agentsync.sync.PruningConfig``) says when the metadata of
+    replicas that left for good is pruned: a replica is pruned once its
+    node was removed (``membership.remove_after``) and it then looked
+    departed for ``prune_after``, 24 h by default. A node away longer than
+    that is refused when it returns and starts anew from its peers' state,
+    losing its writes no peer had: take ``prune_after`` above the longest
+    time an agent stays offline (``docs/crdts.md``, "Pruning").
     """
 
     def __init__(
@@ -129,12 +137,14 @@ class Node(Container):
         seeds: Iterable[str] = (),
         membership: MembershipConfig | None = None,
         durability: Durability = "full",
+        pruning: PruningConfig | None = None,
     ) -> None:
         _check_arguments(
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
-            durability=durability,
+            durability=durability, pruning=pruning,
         )  # fmt: skip
+        self._pruning = pruning or PruningConfig()
         if isinstance(peers, str) or isinstance(seeds, str):
             raise TypeError("peers and seeds must be iterables of URLs, not one str")
         peers = list(peers)
@@ -150,8 +160,8 @@ class Node(Container):
         self.port = port
         self.gossip_interval = float(gossip_interval)
         self.fanout = fanout
-        self._engine = SyncEngine(node_id, cluster=cluster, state=self._resume(stored))
-        self._engine.on_merge = self._log_merge
+        self._engine = self._new_engine(self._resume(stored))
+        self._resume_pruning(stored)
         self._lock = threading.RLock()
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
@@ -194,7 +204,7 @@ class Node(Container):
         (a batch cut short, or a commit lost to a power cut with
         ``durability="normal"``) must never have its dot issued twice.
         """
-        incarnation = f"{self.node_id}.{secrets.token_hex(8)}"
+        incarnation = self._incarnation()
         if stored is not None and stored.clean:
             return stored.state
         state = ORMap(incarnation)
@@ -203,6 +213,34 @@ class Node(Container):
         if self._store is not None:
             self._store.save_identity(self.node_id, self.cluster, incarnation)
         return state
+
+    def _incarnation(self) -> str:
+        """A new replica id for this node: its writes' dots are never issued twice."""
+        return f"{self.node_id}.{secrets.token_hex(8)}"
+
+    def _new_engine(self, state: ORMap) -> SyncEngine:
+        engine = SyncEngine(self.node_id, cluster=self.cluster, state=state, pruning=self._pruning)
+        engine.on_merge = self._log_merge
+        return engine
+
+    def _resume_pruning(self, stored: Stored | None) -> None:
+        """Resume the stored pruning state; forget the pruned replicas the state still holds.
+
+        The snapshot and log may predate the pruning (the cleanup is not
+        logged), so every pruned replica is cleaned from the loaded state.
+        """
+        self._pruning_saved = self._engine.pruning.changes
+        """The pruning state's version (``Pruning.changes``) last saved, or found empty."""
+        pruning = stored.pruning if stored is not None else None
+        if pruning is None:
+            return
+        pruning.config = self._pruning
+        engine = self._engine
+        engine.pruning = pruning
+        for replica_id in pruning.pruned:
+            if replica_id != engine.state.replica_id:
+                engine.state.cleanup(replica_id, INT64_MAX)
+        self._pruning_saved = pruning.changes
 
     def _log_merge(self, part: ORMap) -> None:
         """Log a peer's part merged into the state (under the lock): durable as it is acked."""
@@ -238,6 +276,7 @@ class Node(Container):
             asyncio.create_task(self._gossip_forever(), name=f"agentsync-gossip-{self.node_id}"),
             asyncio.create_task(self._push_forever(), name=f"agentsync-push-{self.node_id}"),
             asyncio.create_task(self._watch_forever(), name=f"agentsync-watch-{self.node_id}"),
+            asyncio.create_task(self._prune_forever(), name=f"agentsync-prune-{self.node_id}"),
         ]
         if self.discovery:  # announcing probes the LAN for about 1.6 s: not in start's way
             self._tasks.append(
@@ -293,6 +332,10 @@ class Node(Container):
         if store is not None:
             with self._lock:
                 self._save_members(store)
+                try:
+                    self._save_pruning(store)
+                except StoreError:  # closing goes on: a restart prunes again if need be
+                    log.exception("saving the pruning state failed")
                 store.close()
 
     async def __aenter__(self) -> Node:
@@ -597,6 +640,77 @@ class Node(Container):
                     self._probes.add(probe)
                     probe.add_done_callback(self._probed)
 
+    async def _prune_forever(self) -> None:
+        """Every ``pruning.interval``: one prune step; an unexpected error is logged, not fatal."""
+        while True:
+            await asyncio.sleep(self._pruning.interval)
+            try:
+                self._prune()
+            except Exception:
+                log.exception("a prune step failed")
+
+    def _prune(self) -> None:
+        """Drop stable tombstones and take one step of pruning departed replicas.
+
+        Tombstones wait for every member not removed, not only the alive
+        ones: a dead member may come back with a write concurrent with a
+        tombstone, which must still find it.
+        """
+        with self._lock:
+            members: builtins.set[str] = builtins.set()
+            alive: builtins.set[str] = builtins.set()
+            for member in self._membership.members():
+                if member.node_id is not None:
+                    members.add(member.node_id)
+                    if member.state is MemberState.ALIVE and member.last_contact is not None:
+                        alive.add(member.node_id)
+            engine = self._engine
+            engine.prune_stable(members)
+            engine.prune_departed(time.monotonic(), members, alive)
+            if self._store is not None:
+                self._save_pruning(self._store)
+            self._check_pruned_out()
+
+    def _save_pruning(self, store: Store) -> None:
+        """Under the lock: save the pruning state if it changed since it was last saved."""
+        pruning = self._engine.pruning
+        if pruning.changes != self._pruning_saved:
+            store.save_pruning(pruning.save())
+            self._pruning_saved = pruning.changes
+
+    def _check_pruned_out(self) -> None:
+        """Under the lock: if this replica was pruned, start anew (after each exchange)."""
+        if self._engine.pruned_out:
+            self._reincarnate()
+
+    def _reincarnate(self) -> None:
+        """Under the lock: this replica was pruned; take a new one, empty, and resync.
+
+        Nothing of the pruned replica is merged anywhere again: the new
+        engine starts empty under a new replica id and epoch, and its first
+        exchange asks a peer for its full state. The store is reset to the
+        new replica, so a restart does not bring the pruned one back. Its
+        writes no peer had are lost; the warning gives how many at most.
+        """
+        old = self._engine
+        pruned = old.state.replica_id
+        lost = _unshared(old)
+        names = frozenset(name for name, _ in self._items())
+        engine = self._new_engine(ORMap(self._incarnation()))
+        engine.pruning = old.pruning
+        engine.metrics = old.metrics
+        self._engine = engine
+        self._unlogged = None  # a batch's writes to the pruned replica: never logged now
+        if self._store is not None:  # its pruning state, carried over, stays saved as it was
+            self._store.reset(engine.state.replica_id, engine.state)
+        log.warning(
+            "replica %s of node %s was pruned by its peers (away longer than they wait): it "
+            "starts anew as %s from their state; %s of its writes no peer had reported "
+            "holding are lost", pruned, self.node_id, engine.state.replica_id, lost,
+        )  # fmt: skip
+        if self._loop is not None:  # heard outside the lock, as every change is
+            self._loop.call_soon_threadsafe(functools.partial(self._changed, names, local=False))
+
     def _save_members(self, store: Store) -> None:
         """Under the lock: save the members if they changed, in the order they came."""
         members: list[tuple[str, str | None, str]] = []
@@ -774,6 +888,7 @@ class Node(Container):
         try:
             with self._lock:
                 changed = self._engine.on_response(response)  # counts its own errors
+                self._check_pruned_out()
                 self._succeeded(url, response.sender)
                 self._learn(response.members, sender=response.sender, peer_url=url)
         except (DecodeError, ProtocolError) as exc:
@@ -803,6 +918,7 @@ class Node(Container):
             self._echoes.add(hash(body))
         with self._lock:
             reply, changed = self._engine.on_request(message)  # counts its own errors
+            self._check_pruned_out()
             url = self._membership.url_of(message.sender)
             peer_url = url or _remote_url(remote)
             data = encode_message(replace(reply, members=self._news_for(message.sender, peer_url)))
@@ -937,7 +1053,7 @@ class Node(Container):
 
 def _check_arguments(
     node_id: object, *, host: object, port: object, gossip_interval: object, fanout: object,
-    discovery: object, durability: object,
+    discovery: object, durability: object, pruning: object,
 ) -> None:  # fmt: skip
     """Refuse a bad constructor argument with a clear error, before anything starts."""
     if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
@@ -956,6 +1072,8 @@ def _check_arguments(
         raise TypeError("discovery must be a bool")
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+    if pruning is not None and not isinstance(pruning, PruningConfig):
+        raise TypeError("pruning must be an agentsync.sync.PruningConfig")
 
 
 class _BatchLog:
@@ -996,6 +1114,22 @@ class _BatchLog:
         """The encoded deltas to log, in one transaction, as the batch ends."""
         self._seal()
         return self._blobs
+
+
+def _unshared(engine: SyncEngine) -> str:
+    """How many of the engine's own writes (dots) may be on no peer, as the engine knows it.
+
+    Above what the pruning owner took over, if its marker arrived; else
+    above the most any peer reported holding (its vector, which a peer
+    running an older revision never sends: then all of them, "up to").
+    """
+    replica = engine.state.replica_id
+    top = engine.state.context.version_vector.get(replica, 0)
+    marker = engine.pruning.table.get(replica)
+    if isinstance(marker, Performed):
+        return str(max(0, top - marker.up_to))
+    held = max((p.vector.get(replica, 0) for p in engine.peers.values() if p.vector), default=0)
+    return f"up to {top - held}"
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:
