@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
 from agentsync.store import DURABILITIES, StoreError
+from agentsync.sync import PruningConfig
 
 EXIT_ERROR = 2
+PRUNE_AFTER = PruningConfig().prune_after
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_TIMEOUT_S = 5.0
 MAX_JSON_BYTES = 1 << 30
@@ -153,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"seconds a dead peer is kept and retried before it is forgotten, seeds aside "
         f"(default: {MembershipConfig.remove_after:g})",
+    )
+    serve.add_argument(
+        "--prune-after",
+        type=_seconds,
+        default=PRUNE_AFTER,
+        metavar="S",
+        help="seconds the replica of a removed peer is kept before its metadata is pruned; "
+        "a peer away longer than --remove-after plus this starts anew when it returns, "
+        f"losing its writes no other node had (default: {PRUNE_AFTER:g})",
     )
     serve.add_argument(
         "--data-dir", help="directory for the node's durable state (default: kept in memory)"
@@ -382,6 +393,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 data_dir=args.data_dir,
                 durability=args.durability,
                 membership=MembershipConfig(remove_after=args.remove_after),
+                pruning=PruningConfig(prune_after=args.prune_after),
             )
         except (ValueError, TypeError, StoreError) as exc:
             raise CliError(_one_line(exc)) from None

@@ -282,6 +282,7 @@ def test_node_url_normalizes() -> None:
         (["serve", "--gossip-interval", "nan"], "seconds must be > 0"),
         (["serve", "--fanout", "0"], "fanout must be >= 1"),
         (["serve", "--remove-after", "-1"], "seconds must be > 0"),
+        (["serve", "--prune-after", "0"], "seconds must be > 0"),
         (["serve", "--durability", "some"], "invalid choice: 'some'"),
         (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
         (["status"], "the following arguments are required: URL"),
