@@ -168,3 +168,26 @@ def test_a_pruned_replica_that_returns_starts_anew_and_nothing_of_it_is_merged(
             await again.stop()
 
     run(main())
+
+
+def test_a_failing_prune_step_is_logged_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        n = node("a")
+        calls: list[float] = []
+
+        def failing(now: float, members: object, alive: object) -> bool:
+            calls.append(now)
+            raise RuntimeError("boom")
+
+        n._engine.prune_departed = failing  # type: ignore[method-assign, assignment]
+        with caplog.at_level(logging.ERROR, logger="agentsync.node"):
+            await n.start()
+            try:
+                await eventually(lambda: len(calls) >= 2, "a second step after the failure")
+            finally:
+                await n.stop()
+        assert any("a prune step failed" in r.getMessage() for r in caplog.records)
+
+    run(main())
