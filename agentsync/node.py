@@ -48,7 +48,7 @@ from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
-from agentsync.sync.buffer import MAX_LISTED_DOTS, SEAL_EVERY
+from agentsync.sync.buffer import due
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
@@ -1079,10 +1079,9 @@ def _check_arguments(
 class _BatchLog:
     """A batch's writes, joined and encoded once as it ends rather than a blob per write.
 
-    The writes join in a ``LocalGroup``, sealed into a blob every
-    ``SEAL_EVERY`` writes or ``MAX_LISTED_DOTS`` listed dots, as the sync
-    buffer seals its groups, so that each blob stays well within what decode
-    takes on load. The group reads the joined delta off the replica when it
+    The writes join in a ``LocalGroup``, sealed into a blob when the sync
+    buffer would seal it (``buffer.due``), so that each blob stays well
+    within what decode takes on load. The group reads the joined delta off the replica when it
     seals; a peer's merge may have removed one of its writes meanwhile (a
     write can be sent before its batch ends), and that merge is logged too,
     so the log still joins to the replica. A blob decode would refuse anyway
@@ -1100,7 +1099,7 @@ class _BatchLog:
         """Note the delta of a write already applied to the replica."""
         group = self._group
         group.add(delta)
-        if group.writes >= SEAL_EVERY or group.listed >= MAX_LISTED_DOTS:
+        if due(group):
             self._seal()
 
     def _seal(self) -> None:

@@ -35,6 +35,12 @@ the engine composes from entries it checks with ``codec.encode_decodable``.
 """
 
 
+def due(group: LocalGroup[ORMap]) -> bool:
+    """Whether a group of local writes is to be sealed: ``SEAL_EVERY`` writes or
+    ``MAX_LISTED_DOTS`` listed dots (the durable Node's batches seal by this too)."""
+    return group.writes >= SEAL_EVERY or group.listed >= MAX_LISTED_DOTS
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One sealed buffer entry."""
@@ -79,7 +85,7 @@ class DeltaBuffer:
         """Note the delta of a write already applied to the replica (before it is sent)."""
         pending = self._pending
         pending.add(delta)
-        if pending.writes >= SEAL_EVERY or pending.listed >= MAX_LISTED_DOTS:
+        if due(pending):
             self.seal()
 
     def skip(self) -> None:
