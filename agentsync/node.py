@@ -1081,11 +1081,12 @@ class _BatchLog:
 
     The writes join in a ``LocalGroup``, sealed into a blob when the sync
     buffer would seal it (``buffer.due``), so that each blob stays well
-    within what decode takes on load. The group reads the joined delta off the replica when it
-    seals; a peer's merge may have removed one of its writes meanwhile (a
-    write can be sent before its batch ends), and that merge is logged too,
-    so the log still joins to the replica. A blob decode would refuse anyway
-    (writes of huge values) is logged as the whole replica instead.
+    within what decode takes on load. The group reads the joined delta off
+    the replica when it seals; a peer's merge may have removed one of its
+    writes meanwhile (a write can be sent before its batch ends), and that
+    merge is logged too, so the log still joins to the replica. A blob
+    decode would refuse anyway (writes of huge values) is logged as the
+    whole replica instead.
     """
 
     __slots__ = ("_blobs", "_group", "_replica")
