@@ -439,7 +439,8 @@ class Node(Container):
             if self._batch_depth:
                 self._batch_names.add(name)
                 return
-        self._changed(frozenset((name,)), local=True)
+        if self._subscribers or self._queues:  # as _changed checks, before making a frozenset
+            self._changed(frozenset((name,)), local=True)
         self._wake_push()
 
     @contextlib.contextmanager
