@@ -260,14 +260,16 @@ class Store:
         """Log encoded deltas in one transaction: all of them are durable when this returns."""
         with self._lock:
             if len(blobs) == 1:  # one statement, its own transaction: the common, hot case
+                blob = blobs[0]
                 try:
-                    self._db.execute(_INSERT, (blobs[0],))
+                    self._db.execute(_INSERT, (blob,))
                 except sqlite3.Error as exc:
                     raise StoreError(f"cannot write {self.path}: {exc}") from exc
+                self._log_bytes += len(blob)
             else:
                 with self._transaction():
                     self._db.executemany(_INSERT, ((blob,) for blob in blobs))
-            self._log_bytes += sum(map(len, blobs))
+                self._log_bytes += sum(map(len, blobs))
 
     def save_pruning(self, blob: bytes) -> None:
         """Keep the pruning state (``Pruning.save()``), replacing the one kept before."""
