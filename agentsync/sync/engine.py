@@ -346,7 +346,7 @@ class SyncEngine:
         )
         actions = pruning.step(
             now, me=self.node_id, mentioned=self.state.replica_ids(), live=live,
-            members=members, alive=members if alive is None else alive,
+            members=members, alive=members if alive is None else alive, tops=self.state._ctx._vv,
         )  # fmt: skip
         for replica_id in actions.perform:
             self._perform(replica_id)

@@ -189,6 +189,8 @@ class Pruning:
         self.conflicts = 0
         """Different Performed markers met for one id (two owners: should never happen)."""
         self._departed_since: dict[str, float] = {}
+        self._tops: dict[str, int] = {}
+        """A departed-looking replica's version vector entry at the last step."""
         self._round_at: dict[str, float] = {}
         self._seen_at: dict[str, float] = {}
         self.changes = 0
@@ -242,21 +244,31 @@ class Pruning:
         live: Collection[str],
         members: Collection[str],
         alive: Collection[str],
+        tops: Mapping[str, int] | None = None,
     ) -> Actions:
         """Decide what to init, ack, perform and expire; return what to do to the state.
 
         ``mentioned``: the replica ids the state holds; ``live``: this node's
         replica and the current replicas of its members; ``members``: the node
         ids of every member not removed (alive, suspect or dead), this node
-        excluded; ``alive``: those of them that are alive.
+        excluded; ``alive``: those of them that are alive; ``tops``: the
+        state's version vector. A replica whose entry in it grew since the
+        last step is still writing, whatever membership says (a node nobody
+        counts as a member, behind a relay): its departure clock starts again.
         """
         config = self.config
         since = self._departed_since
+        seen_tops = self._tops
         departed = {r for r in mentioned if r not in live and not self.is_pruned(r)}
         for replica_id in list(since):
             if replica_id not in departed:
                 del since[replica_id]
+                seen_tops.pop(replica_id, None)
         for replica_id in departed:
+            top = (tops or {}).get(replica_id, 0)
+            if seen_tops.get(replica_id, top) != top:
+                since[replica_id] = now
+            seen_tops[replica_id] = top
             since.setdefault(replica_id, now)
         ripe = {r for r in departed if now - since[r] >= config.prune_after}
         everyone = frozenset(members) | {me}
@@ -316,6 +328,7 @@ class Pruning:
         """The state forgot ``replica_id``: filter it from now on."""
         self.pruned[replica_id] = up_to
         self._departed_since.pop(replica_id, None)
+        self._tops.pop(replica_id, None)
         self._round_at.pop(replica_id, None)
         self.changes += 1
 

@@ -202,6 +202,34 @@ def test_a_live_replica_is_never_pruned_its_node_withholds_the_ack() -> None:
     assert not any(net.engines[i].pruning.pruned for i in net.ids)
 
 
+def test_a_replica_still_writing_is_not_pruned_though_no_node_counts_it_a_member() -> None:
+    """A node behind a relay that no one lists as a member: its writes keep it live."""
+    seed = 5
+    net = pruning_net(seed)
+    net.run(6)
+    net.settle()
+    a, b, c, d = net.ids
+    rid = net.engines[d].state.replica_id
+    members = {a: [b, c], b: [a, c], c: [a, b], d: [a, b, c]}
+
+    def step(now: float, writing: bool) -> None:
+        if writing:
+            net.write(d, "hits", PNCounter, lambda n: n.increment())
+        for node_id in net.ids:
+            net.engines[node_id].prune_departed(now, members[node_id])
+        quiet_rounds(net, 1)
+        for node_id in (a, b, c):
+            net.engines[node_id].forget(d)  # none of them counts d as a peer
+
+    for now in range(0, 30, 2):
+        step(float(now), writing=True)
+    assert not any(isinstance(net.engines[i].pruning.table.get(rid), Performed) for i in net.ids)
+    assert all(rid in net.engines[i].state.replica_ids() for i in (a, b, c)), f"seed={seed}"
+    for now in range(30, 60, 2):  # d falls silent: now it looks departed, and goes
+        step(float(now), writing=False)
+    assert all(rid in net.engines[i].pruning.pruned for i in (a, b, c)), f"seed={seed}"
+
+
 # -- a pruned replica that returns ------------------------------------------------------------
 
 
