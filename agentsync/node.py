@@ -633,7 +633,9 @@ class Node(Container):
                 store = self._store
                 if store is not None:
                     self._save_members(store)
-                    if store.wants_compaction(COMPACT_MIN_BYTES):
+                    # Not inside a batch: its writes are not logged until it
+                    # ends, and a snapshot of them would make it half durable.
+                    if not self._batch_depth and store.wants_compaction(COMPACT_MIN_BYTES):
                         self._compact(store)
             for url in due:
                 if url not in self._inflight and len(self._probes) < PROBES_IN_FLIGHT:
@@ -724,7 +726,7 @@ class Node(Container):
             self._members_saved = members
 
     def _compact(self, store: Store) -> None:
-        """Under the lock: snapshot the state, and write it on a worker thread."""
+        """Under the lock: copy the state, and encode and write it on a worker thread."""
         begun = store.begin_compaction(self._engine.state)
         if begun is None or self._loop is None:
             return

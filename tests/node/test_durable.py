@@ -142,6 +142,40 @@ def test_the_log_is_compacted_in_the_background(
     run(main())
 
 
+def test_no_compaction_starts_inside_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot taken mid-batch would hold writes not logged yet: half a batch durable."""
+    monkeypatch.setattr(node_module, "COMPACT_MIN_BYTES", 2000)
+
+    async def main() -> None:
+        node = Node("n", data_dir=tmp_path, gossip_interval=FAST)
+        await node.start()
+        ticks = 0
+        tick = node._membership.tick
+
+        def counted(now: float) -> Any:
+            nonlocal ticks
+            ticks += 1
+            return tick(now)
+
+        monkeypatch.setattr(node._membership, "tick", counted)
+        try:
+            for i in range(500):
+                node.set("s").add(i)  # logged one by one: the log wants compacting
+            with node.batch():
+                node.set("s").add("in the batch")
+                snapshot = ticks
+                await eventually(lambda: ticks >= snapshot + 3, "three watch ticks in the batch")
+                assert logged(node) >= 500, "a compaction started inside the batch"
+            await eventually(lambda: logged(node) < 100, "the log folded once the batch ended")
+        finally:
+            await node.stop()
+        assert Node(data_dir=tmp_path).value == {"s": frozenset([*range(500), "in the batch"])}
+
+    run(main())
+
+
 def test_a_data_dir_holds_one_node_of_one_cluster(tmp_path: Path) -> None:
     run(Node("a", data_dir=tmp_path, cluster="blue").stop())
     with pytest.raises(ValueError, match="holds node 'a', not 'b'"):
