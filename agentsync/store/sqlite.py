@@ -38,9 +38,9 @@ DB_FILE = "agentsync.db"
 LOCK_FILE = "agentsync.lock"
 APPLICATION_ID = 0x41475359
 """``PRAGMA application_id`` of an agentsync store ("AGSY"): tells it from other SQLite files."""
-SCHEMA_VERSION = 2
-"""1: identity, snapshot, log, members. 2 adds the pruning table (a version-1 file is
-migrated in place when it is opened)."""
+SCHEMA_VERSION = 3
+"""1: identity, snapshot, log, members. 2 adds the pruning table, 3 the sync session (an
+older file is migrated in place when it is opened)."""
 BUSY_TIMEOUT_S = 30.0
 """How long a statement waits for a lock held by another connection (there should be none)."""
 
@@ -52,6 +52,7 @@ CREATE TABLE log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL);
 CREATE TABLE members (url TEXT PRIMARY KEY, node_id TEXT, source TEXT NOT NULL);
 """
 _SCHEMA_2 = "CREATE TABLE pruning (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL);"
+_SCHEMA_3 = "CREATE TABLE session (id INTEGER PRIMARY KEY CHECK (id = 1), state BLOB NOT NULL);"
 _IDENTITY = ("node_id", "cluster", "replica_id")
 _INSERT = "INSERT INTO log (delta) VALUES (?)"
 
@@ -79,6 +80,9 @@ class Stored:
     """Whether the last process closed the store (False after a crash)."""
     pruning: Pruning | None = None
     """The pruning state last saved (its config the default one), or None if none was."""
+    session: bytes | None = None
+    """The sync session (``agentsync.sync.session``) saved at the last stop, if that stop
+    was clean: only then does it match the state. Taken out of the file as it is read."""
 
 
 class Store:
@@ -142,7 +146,8 @@ class Store:
             raise self._bad(f"is not a readable SQLite database ({exc})") from None
         if tables == 0 and app_id == 0:
             db.executescript(
-                f"BEGIN IMMEDIATE; {_SCHEMA} {_SCHEMA_2} PRAGMA application_id={APPLICATION_ID};"
+                f"BEGIN IMMEDIATE; {_SCHEMA} {_SCHEMA_2} {_SCHEMA_3}"
+                f" PRAGMA application_id={APPLICATION_ID};"
                 f" PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
             )
             return
@@ -153,7 +158,7 @@ class Store:
                 f"{self.path} was written by a newer agentsync (schema {version}; this one "
                 f"reads {SCHEMA_VERSION}): upgrade agentsync"
             )
-        if version not in (1, SCHEMA_VERSION):
+        if not 1 <= version <= SCHEMA_VERSION:
             raise self._bad(f"has an unknown schema version {version}")
         try:
             check = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -161,10 +166,12 @@ class Store:
             check = str(exc)
         if check != "ok":
             raise self._bad(f"is corrupt ({check})")
-        if version == 1:  # an older agentsync's file: add what schema 2 keeps
+        if version < SCHEMA_VERSION:  # an older agentsync's file: add what it lacks
+            added = (_SCHEMA_2, _SCHEMA_3)[version - 1 :]
             try:
                 db.executescript(
-                    f"BEGIN IMMEDIATE; {_SCHEMA_2} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                    f"BEGIN IMMEDIATE; {' '.join(added)} PRAGMA user_version={SCHEMA_VERSION};"
+                    " COMMIT;"
                 )
             except sqlite3.Error as exc:
                 raise StoreError(
@@ -202,8 +209,10 @@ class Store:
                     "SELECT url, node_id, source FROM members ORDER BY rowid"
                 ).fetchall()
                 pruning = self._pruning()
+                session = self._db.execute("SELECT state FROM session").fetchone()
                 with self._transaction():  # running now: a crash leaves it unclean
                     self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+                    self._db.execute("DELETE FROM session")  # this run moves its epoch on
                 self._clean = meta.get("clean") == "1"  # a crashed one stays so until saved anew
             except sqlite3.DatabaseError as exc:
                 raise self._bad(f"cannot be read ({exc})") from None
@@ -217,6 +226,7 @@ class Store:
             members=[(url, node_id, source) for url, node_id, source in members],
             clean=meta.get("clean") == "1",
             pruning=pruning,
+            session=session[0] if session and meta.get("clean") == "1" else None,
         )
 
     def _pruning(self) -> Pruning | None:
@@ -270,6 +280,11 @@ class Store:
                 with self._transaction():
                     self._db.executemany(_INSERT, ((blob,) for blob in blobs))
                 self._log_bytes += sum(map(len, blobs))
+
+    def save_session(self, blob: bytes) -> None:
+        """Keep the sync session for the next start; call it as the node stops cleanly."""
+        with self._lock, self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO session (id, state) VALUES (1, ?)", (blob,))
 
     def save_pruning(self, blob: bytes) -> None:
         """Keep the pruning state (``Pruning.save()``), replacing the one kept before."""

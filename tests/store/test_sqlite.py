@@ -206,21 +206,47 @@ def test_the_application_id_marks_the_file_as_ours(tmp_path: Path) -> None:
     assert sql(tmp_path, "PRAGMA journal_mode") == "wal"
 
 
-def test_a_version_1_store_is_upgraded_in_place_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_store_is_upgraded_in_place_and_resumes(tmp_path: Path, version: int) -> None:
     state = filled(tmp_path)
-    sql(tmp_path, "DROP TABLE pruning")  # as agentsync made it before schema 2
-    sql(tmp_path, "PRAGMA user_version=1")
+    sql(tmp_path, "DROP TABLE session")  # as agentsync made it before schema 3
+    if version == 1:
+        sql(tmp_path, "DROP TABLE pruning")  # and before schema 2
+    sql(tmp_path, f"PRAGMA user_version={version}")
     store = Store(tmp_path)
     stored = store.load()
     assert stored is not None and stored.state == state and stored.pruning is None
     store.save_pruning(Pruning().save())
+    store.save_session(b"kept")
     store.close()
-    assert sql(tmp_path, "PRAGMA user_version") == SCHEMA_VERSION == 2
+    assert sql(tmp_path, "PRAGMA user_version") == SCHEMA_VERSION == 3
     node = Node(data_dir=tmp_path, cluster="blue")  # the node resumes from it
     try:
         assert node.node_id == "n1" and node.set("tasks").value == state["tasks"].value
     finally:
         asyncio.run(node.stop())
+
+
+def test_a_session_comes_back_once_and_only_after_a_clean_stop(tmp_path: Path) -> None:
+    filled(tmp_path)
+    store = Store(tmp_path)
+    store.load()
+    store.save_session(b"session one")
+    store.close()
+    store = Store(tmp_path)
+    stored = store.load()
+    assert stored is not None and stored.session == b"session one"
+    store.close()  # clean, but this run saved no session: the one it resumed is gone
+    store = Store(tmp_path)
+    stored = store.load()
+    assert stored is not None and stored.session is None
+    store.save_session(b"session two")
+    store._db.close()  # a crash: no clean close
+    store._lock_file.close()
+    store = Store(tmp_path)
+    stored = store.load()
+    assert stored is not None and not stored.clean and stored.session is None
+    store.close()
 
 
 def test_the_pruning_state_is_kept_and_a_corrupt_one_refused_by_name(tmp_path: Path) -> None:

@@ -1,0 +1,151 @@
+"""What a clean restart resumes of the sync engine: its epoch, delta buffer and ack map.
+
+A node that stops cleanly and comes back with the same replica (a
+``data_dir``) could start a new epoch, and its peers would repair it by
+context, which ends in a full-state snapshot as soon as either side wrote
+while it was down. Keeping the session instead resumes the exchange where it
+stopped: the same epoch, so each peer's record of this node stays valid; the
+buffered deltas some peer has not acknowledged yet, which are sent as usual;
+and each peer's ack and merged seq. Peers that wrote meanwhile send only
+their deltas since.
+
+Per-epoch counters that peers compare across messages go with it: the
+refusals count (a rewind is news only when the count grows) and the last
+snapshot transfer id (an older transfer's pieces are stale). Whatever else an
+exchange tracks (a reply in flight, a transfer under way, what news was
+told) starts afresh, which costs at most a resend.
+
+Sans-IO: ``save`` makes bytes and ``resume`` takes them; the Node keeps them
+in its store at a clean stop and resumes them only after one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode
+from agentsync.crdt.ormap import ORMap
+from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
+from agentsync.errors import DecodeError
+from agentsync.sync.buffer import Entry
+from agentsync.sync.engine import PeerState, SyncEngine
+
+FORMAT = 1
+"""The layout ``save`` writes; ``resume`` refuses any other."""
+MAX_SESSION_PEERS = 1 << 16
+"""The most peers a session may name (a membership holds at most 1,024)."""
+
+
+def save(engine: SyncEngine) -> bytes:
+    """The engine's session, for ``resume`` after a clean restart (seals pending writes)."""
+    buffer = engine._buffer
+    buffer.seal()
+    entries = [[e.seq, e.origin, e.data] for e in buffer.since(buffer.floor)]
+    peers = [
+        [node_id, p.epoch, p.ack, p.merged, p.replica, p.refusals, p.last_transfer]
+        for node_id, p in sorted(engine._peers.items())
+    ]
+    session = [FORMAT, engine.epoch, engine._refusals, engine._last_transfer,
+               buffer.head, buffer.floor, entries, peers]  # fmt: skip
+    return msgpack.packb(session, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def resume(engine: SyncEngine, data: bytes) -> None:
+    """Take the session ``save`` made, into an engine that has not exchanged yet.
+
+    The engine's state must be the one the session was saved with (its
+    replica resumed from the same store). Raises DecodeError, and changes
+    nothing, if ``data`` is not a session.
+    """
+    if type(data) is not bytes or len(data) > MAX_ENCODED_BYTES:
+        raise DecodeError("a session is bytes within the encoded bound")
+    try:
+        raw = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
+    except Exception as exc:  # msgpack's errors vary by input; all mean malformed
+        raise DecodeError(f"not a session: {exc}") from None
+    if type(raw) is not tuple or len(raw) != 8 or raw[0] != FORMAT:
+        raise DecodeError("not a session of this format")
+    _, epoch, refusals, last_transfer, head, floor, raw_entries, raw_peers = raw
+    epoch, refusals, last_transfer = (_count(v) for v in (epoch, refusals, last_transfer))
+    head, floor = _count(head), _count(floor)
+    if floor > head:
+        raise DecodeError("a session's buffer floor is above its head")
+    entries = _entries(raw_entries, floor, head)
+    peers = _peers(raw_peers)
+    engine.epoch = epoch
+    engine._refusals = refusals
+    engine._last_transfer = last_transfer
+    buffer = engine._buffer
+    buffer.clear()
+    buffer.head, buffer.floor = head, floor
+    for entry in entries:
+        buffer._entries.append(entry)
+        buffer.bytes += len(entry.data)
+    while buffer.bytes > buffer.max_bytes and buffer._entries:  # a smaller bound now
+        buffer._drop_oldest()
+        buffer.evicted += 1
+    engine._peers.update(peers)
+    engine._collect()  # drops what no peer needs, and notes whether any is tracked
+
+
+def _entries(raw: Any, floor: int, head: int) -> list[Entry]:
+    if type(raw) is not tuple:
+        raise DecodeError("a session's entries are an array")
+    entries = []
+    last = floor
+    for item in raw:
+        if type(item) is not tuple or len(item) != 3:
+            raise DecodeError("a session entry is [seq, origin, delta]")
+        seq, origin, data = item
+        if type(seq) is not int or not last < seq <= head:
+            raise DecodeError("a session's entries must rise from its floor to its head")
+        if origin is not None:
+            origin = _name(origin)
+        if type(data) is not bytes:
+            raise DecodeError("a session entry's delta is bin")
+        delta = decode(data, ORMap)
+        if not delta.is_delta:
+            raise DecodeError("a session entry is a delta, not a full state")
+        writers = delta._ctx._replica_ids()
+        writer = next(iter(writers)) if len(writers) == 1 else None
+        entries.append(Entry(seq, origin, delta, data, writer))
+        last = seq
+    return entries
+
+
+def _peers(raw: Any) -> dict[str, PeerState]:
+    if type(raw) is not tuple or len(raw) > MAX_SESSION_PEERS:
+        raise DecodeError(f"a session's peers are an array of at most {MAX_SESSION_PEERS}")
+    peers: dict[str, PeerState] = {}
+    for item in raw:
+        if type(item) is not tuple or len(item) != 7:
+            raise DecodeError("a session peer is 7 items: id, epoch, ack, merged, replica...")
+        node_id = _name(item[0])
+        if node_id in peers:
+            raise DecodeError("a session names a peer twice")
+        epoch, ack, merged = (_optional(v, _count) for v in item[1:4])
+        replica = _optional(item[4], _name)
+        peers[node_id] = PeerState(
+            epoch=epoch, ack=ack, merged=merged, replica=replica,
+            refusals=_count(item[5]), last_transfer=_count(item[6]),
+        )  # fmt: skip
+    return peers
+
+
+def _count(raw: Any) -> int:
+    if type(raw) is not int or not 0 <= raw <= INT64_MAX:
+        raise DecodeError(f"a session count must be an int in [0, 2**63-1], not {raw!r}")
+    return raw
+
+
+def _name(raw: Any) -> str:
+    if type(raw) is not str or not 0 < len(raw) <= MAX_REPLICA_ID_CHARS:
+        raise DecodeError(f"a session id must be a str of 1 to {MAX_REPLICA_ID_CHARS} characters")
+    return raw
+
+
+def _optional(raw: Any, check: Callable[[Any], Any]) -> Any:
+    return None if raw is None else check(raw)
