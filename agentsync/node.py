@@ -32,8 +32,7 @@ from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
-from agentsync.crdt.codec import encode, encode_decodable
-from agentsync.crdt.group import LocalGroup
+from agentsync.crdt.codec import encode
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
@@ -48,7 +47,6 @@ from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
-from agentsync.sync.buffer import due
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
@@ -172,7 +170,6 @@ class Node(Container):
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
         self._batch_depth = 0
         self._batch_names: builtins.set[str] = builtins.set()
-        self._unlogged: _BatchLog | None = None  # a batch's writes, logged as it ends
         self._rng = random.Random()
         self.discovery = discovery
         self._membership = Membership(membership, rng=self._rng)  # TypeError if not a config
@@ -256,6 +253,9 @@ class Node(Container):
         if self.data_dir is not None and self._store is None:  # started again after a stop
             self._store = Store(self.data_dir, durability=self.durability)
             self._store.load()
+            if self._batch_depth:  # inside a batch: its writes from now on are logged as it ends
+                with self._lock:
+                    self._engine.log_writes()
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
         server = SyncServer(self, host=self.host, port=self.port)
@@ -426,13 +426,8 @@ class Node(Container):
     def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
         with self._lock:
             delta = _update(self._engine.state, path, fn)
-            if self._store is not None:  # durable before it returns, or as its batch ends
-                if self._batch_depth:
-                    if self._unlogged is None:
-                        self._unlogged = _BatchLog(self._engine.state)
-                    self._unlogged.add(delta)
-                else:
-                    self._store.log((encode(delta),))
+            if self._store is not None and not self._batch_depth:  # a batch's: as it ends
+                self._store.log((encode(delta),))
             self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
@@ -452,6 +447,8 @@ class Node(Container):
         """
         with self._lock:
             self._batch_depth += 1
+            if self._store is not None:
+                self._engine.log_writes()
         try:
             yield
         finally:
@@ -460,9 +457,9 @@ class Node(Container):
                 names = frozenset(self._batch_names) if not self._batch_depth else frozenset()
                 if not self._batch_depth:
                     self._batch_names.clear()
-                    unlogged, self._unlogged = self._unlogged, None
-                    if unlogged is not None and self._store is not None:
-                        self._store.log(unlogged.blobs())
+                    blobs = self._engine.logged()
+                    if blobs and self._store is not None:
+                        self._store.log(blobs)
             if names:
                 self._changed(names, local=True)
                 self._wake_push()
@@ -703,7 +700,8 @@ class Node(Container):
         engine.pruning = old.pruning
         engine.metrics = old.metrics
         self._engine = engine
-        self._unlogged = None  # a batch's writes to the pruned replica: never logged now
+        if self._batch_depth and self._store is not None:  # the batch's later writes
+            engine.log_writes()  # (those to the pruned replica are never logged now)
         if self._store is not None:  # its pruning state, carried over, stays saved as it was
             self._store.reset(engine.state.replica_id, engine.state)
         log.warning(
@@ -1077,46 +1075,6 @@ def _check_arguments(
         raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
     if pruning is not None and not isinstance(pruning, PruningConfig):
         raise TypeError("pruning must be an agentsync.sync.PruningConfig")
-
-
-class _BatchLog:
-    """A batch's writes, joined and encoded once as it ends rather than a blob per write.
-
-    The writes join in a ``LocalGroup``, sealed into a blob when the sync
-    buffer would seal it (``buffer.due``), so that each blob stays well
-    within what decode takes on load. The group reads the joined delta off
-    the replica when it seals; a peer's merge may have removed one of its
-    writes meanwhile (a write can be sent before its batch ends), and that
-    merge is logged too, so the log still joins to the replica. A blob
-    decode would refuse anyway (writes of huge values) is logged as the
-    whole replica instead.
-    """
-
-    __slots__ = ("_blobs", "_group", "_replica")
-
-    def __init__(self, replica: ORMap) -> None:
-        self._replica = replica
-        self._group: LocalGroup[ORMap] = LocalGroup(replica)
-        self._blobs: list[bytes] = []
-
-    def add(self, delta: ORMap) -> None:
-        """Note the delta of a write already applied to the replica."""
-        group = self._group
-        group.add(delta)
-        if due(group):
-            self._seal()
-
-    def _seal(self) -> None:
-        group = self._group
-        if group.writes:
-            self._group = LocalGroup(self._replica)
-            blob = encode_decodable(group.build())
-            self._blobs.append(encode(self._replica) if blob is None else blob)
-
-    def blobs(self) -> list[bytes]:
-        """The encoded deltas to log, in one transaction, as the batch ends."""
-        self._seal()
-        return self._blobs
 
 
 def _unshared(engine: SyncEngine) -> str:

@@ -8,6 +8,10 @@ joined delta off the replica at the seal, so a write costs little more with
 peers to feed than without (no per-write join, no per-write objects kept).
 Each entry remembers the peer it came from (``origin``) so that it is never
 sent back there (BP).
+
+The same group is a durable batch's record of its writes: while ``log`` is a
+list, every local group sealed is also appended to it, encoded, for the
+store to commit as the batch ends, so a write is recorded once for both.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode
+from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode, encode_decodable
 from agentsync.crdt.group import LocalGroup
 from agentsync.crdt.ormap import ORMap
 
@@ -37,7 +41,7 @@ the engine composes from entries it checks with ``codec.encode_decodable``.
 
 def due(group: LocalGroup[ORMap]) -> bool:
     """Whether a group of local writes is to be sealed: ``SEAL_EVERY`` writes or
-    ``MAX_LISTED_DOTS`` listed dots (the durable Node's batches seal by this too)."""
+    ``MAX_LISTED_DOTS`` listed dots (so a durable batch's blobs stay decodable on load)."""
     return group.writes >= SEAL_EVERY or group.listed >= MAX_LISTED_DOTS
 
 
@@ -64,7 +68,8 @@ class DeltaBuffer:
     """
 
     __slots__ = (
-        "_entries", "_pending", "_replica", "bytes", "evicted", "floor", "head", "max_bytes",
+        "_entries", "_pending", "_replica", "bytes", "evicted", "floor", "head", "log",
+        "max_bytes",
     )  # fmt: skip
 
     def __init__(self, max_bytes: int, replica: ORMap) -> None:
@@ -77,6 +82,9 @@ class DeltaBuffer:
         """How many entries the byte bound pushed out before every peer had them."""
         self._entries: deque[Entry] = deque()
         self._pending = LocalGroup(replica)
+        self.log: list[bytes] | None = None
+        """While a list: where each sealed local group's encoding also goes (a durable
+        batch's writes, logged as it ends), and the pending group is never dropped."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -106,7 +114,15 @@ class DeltaBuffer:
         if not pending.writes:
             return
         self._pending = LocalGroup(self._replica)
-        self._append(pending.build(), None)
+        delta = pending.build()
+        log = self.log
+        if log is None:
+            self._append(delta, None)
+            return
+        data = encode_decodable(delta)
+        # A group decode would refuse (writes of huge values) is logged as the whole replica.
+        log.append(encode(self._replica) if data is None else data)
+        self._append(delta, None, data)
 
     def _append(self, delta: ORMap, origin: str | None, data: bytes | None = None) -> None:
         self.head += 1
@@ -139,7 +155,9 @@ class DeltaBuffer:
             self._drop_oldest()
 
     def clear(self) -> None:
-        """Drop everything: no peer needs any of it."""
+        """Drop everything: no peer needs any of it (a durable batch's log still gets it)."""
+        if self.log is not None:
+            self.seal()
         if self._pending.writes:
             self._pending = LocalGroup(self._replica)
             self.head += 1  # the dropped writes had a seq in all but name

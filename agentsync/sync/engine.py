@@ -393,10 +393,35 @@ class SyncEngine:
 
         The engine takes the delta over: the caller must not use it again.
         """
-        if self._tracked:
+        if self._tracked or self._buffer.log is not None:
             self._buffer.add_local(delta)
         else:
             self._buffer.skip()
+
+    def log_writes(self) -> None:
+        """Keep every local write from now on for ``logged``, even with no peer to send it to.
+
+        A durable batch's record of its writes: the delta buffer's own group
+        of pending writes, so a write is recorded once whether peers need it
+        or not.
+        """
+        if self._buffer.log is None:  # already keeping them: go on
+            self._buffer.log = []
+
+    def logged(self) -> list[bytes]:
+        """End ``log_writes``: the encoded deltas joining every local write since, to log.
+
+        They may also hold earlier local writes that were pending; logging
+        a write twice is harmless.
+        """
+        buffer = self._buffer
+        if buffer.log is None:
+            return []
+        buffer.seal()
+        blobs, buffer.log = buffer.log, None
+        if not self._tracked:  # kept for the log alone: no peer needs them
+            buffer.clear()
+        return blobs
 
     # -- the exchange -----------------------------------------------------------
 
