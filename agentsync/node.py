@@ -46,7 +46,7 @@ from agentsync.discovery.membership import (
 from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
-from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message
+from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
@@ -160,6 +160,7 @@ class Node(Container):
         self.fanout = fanout
         self._engine = self._new_engine(self._resume(stored))
         self._resume_pruning(stored)
+        self._resume_session(stored)
         self._lock = threading.RLock()
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
@@ -238,6 +239,27 @@ class Node(Container):
             if replica_id != engine.state.replica_id:
                 engine.state.cleanup(replica_id, INT64_MAX)
         self._pruning_saved = pruning.changes
+
+    def _resume_session(self, stored: Stored | None) -> None:
+        """After a clean stop, resume the sync session: the same epoch, buffer and acks.
+
+        Peers then send this node only their deltas since it stopped, and it
+        sends them what they had not acknowledged, where a new epoch would be
+        repaired by context and end in a full-state snapshot. A session that
+        does not decode is a cache lost, not state: the node starts a new
+        epoch and says so.
+        """
+        self._resumed: dict[str, str] = {}
+        """URL -> the node id a resumed session knows there, until an exchange confirms it."""
+        if stored is None or stored.session is None or self._store is None:
+            return
+        try:
+            session.resume(self._engine, stored.session)
+            peers = self._engine.peers
+            self._resumed = {url: node_id for url, node_id, _ in stored.members if node_id in peers}
+        except DecodeError as exc:
+            log.warning("%s holds a sync session that does not decode (%s): this node starts "
+                        "a new epoch, and its peers repair it", self._store.path, exc)  # fmt: skip
 
     def _log_merge(self, part: ORMap) -> None:
         """Log a peer's part merged into the state (under the lock): durable as it is acked."""
@@ -327,7 +349,7 @@ class Node(Container):
         log.info("node %s stopped", self.node_id)
 
     def _close_store(self) -> None:
-        """Save the members and close the store cleanly (the directory is free again)."""
+        """Save the members, pruning state and sync session, and close the store cleanly."""
         store, self._store = self._store, None
         if store is not None:
             with self._lock:
@@ -336,6 +358,10 @@ class Node(Container):
                     self._save_pruning(store)
                 except StoreError:  # closing goes on: a restart prunes again if need be
                     log.exception("saving the pruning state failed")
+                try:
+                    store.save_session(session.save(self._engine))
+                except StoreError:  # closing goes on: a restart starts a new epoch
+                    log.exception("saving the sync session failed")
                 store.close()
 
     async def __aenter__(self) -> Node:
@@ -859,7 +885,9 @@ class Node(Container):
         if client is None:
             return None
         with self._lock:
-            peer_id = self._membership.peer_id(url)
+            # A resumed session's peer goes on where it stopped; an exchange
+            # then confirms (or corrects) who answers at the URL.
+            peer_id = self._membership.peer_id(url) or self._resumed.get(url)
             request = self._engine.request(peer_id)
             news = self._news_for(peer_id or url, url, introduce=True)
             request = replace(request, members=news)

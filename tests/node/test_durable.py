@@ -122,6 +122,41 @@ def test_a_peers_writes_are_logged_as_they_merge(tmp_path: Path) -> None:
     run(main())
 
 
+def test_a_clean_restart_resumes_its_sync_session_with_no_snapshot(tmp_path: Path) -> None:
+    """The epoch, delta buffer and acks are kept: each side sends only what the other lacks."""
+
+    async def main() -> None:
+        peer = Node("peer", gossip_interval=FAST)
+        await peer.start()
+        a = Node("a", data_dir=tmp_path, seeds=[peer.url], gossip_interval=FAST)
+        again: Node | None = None
+        try:
+            await a.start()
+            for i in range(300):
+                a.set("s").add(f"a{i}")
+                peer.set("s").add(f"p{i}")
+            await converge([a, peer])
+            await eventually(lambda: not peer._engine.wants_more("a"), "no snapshot under way")
+            # Once the peer has reached a itself, it knows which node answers there.
+            await eventually(lambda: peer._membership.peer_id(a.url) == "a", "the peer reached a")
+            port, epoch = int(a.url.rsplit(":", 1)[1]), a._engine.epoch
+            snapshots = peer.metrics.full_state_fallbacks
+            a.set("s").add("written as it stops")
+            await a.stop()
+            peer.set("s").add("written while it was down")
+            again = Node(data_dir=tmp_path, port=port, gossip_interval=FAST)
+            assert again._engine.epoch == epoch, "a clean stop: the same epoch"
+            await again.start()
+            await converge([again, peer])
+            assert len(peer.set("s").value or ()) == 602
+            assert peer.metrics.full_state_fallbacks == snapshots
+            assert again.metrics.full_state_fallbacks == 0
+        finally:
+            await stop_all([again, a, peer])
+
+    run(main())
+
+
 def test_the_log_is_compacted_in_the_background(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
