@@ -64,9 +64,6 @@ class Handle:
         replica = self._owner._read(self._path)
         return self.EMPTY if replica is None else replica.value
 
-    def _write(self, fn: Callable[[Any], Any]) -> None:
-        self._owner._write(self._path, fn)
-
     def __repr__(self) -> str:
         keys = "/".join(repr(key) for key, _ in self._path)
         return f"<{type(self).__name__} {keys}: {self.value!r}>"
@@ -109,11 +106,11 @@ class CounterHandle(Handle):
 
     def increment(self, n: int = 1) -> None:
         """Add ``n`` (an int >= 0)."""
-        self._write(lambda c: c.increment(n))
+        self._owner._write(self._path, lambda c: c.increment(n))
 
     def decrement(self, n: int = 1) -> None:
         """Subtract ``n`` (an int >= 0)."""
-        self._write(lambda c: c.decrement(n))
+        self._owner._write(self._path, lambda c: c.decrement(n))
 
 
 class SetHandle(_Collection):
@@ -125,19 +122,19 @@ class SetHandle(_Collection):
 
     def add(self, element: object) -> None:
         """Add ``element`` (a concurrent remove loses)."""
-        self._write(lambda s: s.add(element))
+        self._owner._write(self._path, lambda s: s.add(element))
 
     def remove(self, element: object) -> None:
         """Remove ``element``; KeyError if it is absent here."""
-        self._write(lambda s: s.remove(element))
+        self._owner._write(self._path, lambda s: s.remove(element))
 
     def discard(self, element: object) -> None:
         """Remove ``element`` if present."""
-        self._write(lambda s: s.discard(element))
+        self._owner._write(self._path, lambda s: s.discard(element))
 
     def clear(self) -> None:
         """Remove every element seen here."""
-        self._write(lambda s: s.clear())
+        self._owner._write(self._path, lambda s: s.clear())
 
     def __iter__(self) -> Iterator[Hashable]:
         return iter(self.value)
@@ -151,7 +148,7 @@ class RegisterHandle(Handle):
 
     def set(self, value: object) -> None:
         """Write ``value``; the latest write (by HLC, then replica id) wins."""
-        self._write(lambda r: r.set(value))
+        self._owner._write(self._path, lambda r: r.set(value))
 
 
 class MVRegisterHandle(Handle):
@@ -163,7 +160,7 @@ class MVRegisterHandle(Handle):
 
     def set(self, value: object) -> None:
         """Write ``value``, superseding every value seen here."""
-        self._write(lambda r: r.set(value))
+        self._owner._write(self._path, lambda r: r.set(value))
 
 
 class FlagHandle(Handle):
@@ -175,11 +172,11 @@ class FlagHandle(Handle):
 
     def enable(self) -> None:
         """Turn the flag on (a concurrent disable loses)."""
-        self._write(lambda f: f.enable())
+        self._owner._write(self._path, lambda f: f.enable())
 
     def disable(self) -> None:
         """Turn the flag off (the enables seen here)."""
-        self._write(lambda f: f.disable())
+        self._owner._write(self._path, lambda f: f.disable())
 
 
 class LWWMapHandle(_Keyed):
@@ -195,10 +192,10 @@ class LWWMapHandle(_Keyed):
         return {} if replica is None else dict(replica.value)
 
     def __setitem__(self, key: object, value: object) -> None:
-        self._write(lambda m: m.set(key, value))
+        self._owner._write(self._path, lambda m: m.set(key, value))
 
     def __delitem__(self, key: object) -> None:
-        self._write(lambda m: m.remove(key))
+        self._owner._write(self._path, lambda m: m.remove(key))
 
     def __getitem__(self, key: Hashable) -> Value:
         replica = self._owner._read(self._path)
@@ -276,4 +273,4 @@ class MapHandle(_Keyed, Container):
 
     def remove(self, key: object) -> None:
         """Remove ``key`` and reset what was seen under it; KeyError if absent here."""
-        self._write(lambda m: m.remove(key))
+        self._owner._write(self._path, lambda m: m.remove(key))

@@ -451,7 +451,10 @@ class Node(Container):
 
     def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
         with self._lock:
-            delta = _update(self._engine.state, path, fn)
+            if len(path) == 1:  # a top-level name, the common case: one call less
+                delta = self._engine.state.update(path[0][0], path[0][1], fn)
+            else:
+                delta = _update(self._engine.state, path, fn)
             if self._store is not None and not self._batch_depth:  # a batch's: as it ends
                 self._store.log((encode(delta),))
             self._engine.record_local(delta)
