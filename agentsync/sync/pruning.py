@@ -363,7 +363,9 @@ class Pruning:
         if type(table) is not bytes or type(pruned) is not tuple:
             raise DecodeError("bad pruning state")
         self.table = dict(decode_table(table))
-        self.pruned = {_name(rid, "a pruned id"): _count(n, 0, "up_to") for rid, n in pruned}
+        self.pruned = {
+            read_name(rid, "a pruned id"): read_count(n, 0, "up_to") for rid, n in pruned
+        }
         self.bloom = Bloom(bits, count)
         self.changes += 1
 
@@ -399,13 +401,16 @@ def decode_table(data: bytes) -> tuple[tuple[str, Marker], ...]:
     for row in rows:
         if type(row) is not tuple or len(row) != 6:
             raise DecodeError("a prune table row is [id, kind, owner, ...] of 6 items")
-        replica_id = _name(row[0], "a pruned replica id")
-        owner = _name(row[2], "an owner")
+        replica_id = read_name(row[0], "a pruned replica id")
+        owner = read_name(row[2], "an owner")
         if row[1] == _INIT:
-            marker: Marker = Init(owner, _count(row[3], 1, "a round"), _ids(row[4]), _ids(row[5]))
+            round_ = read_count(row[3], 1, "a round")
+            marker: Marker = Init(owner, round_, _ids(row[4]), _ids(row[5]))
         elif row[1] == _PERFORMED:
-            marker = Performed(owner, _name(row[3], "an owner replica"),
-                               _count(row[4], 0, "up_to"), _count(row[5], 0, "top"))  # fmt: skip
+            marker = Performed(
+                owner, read_name(row[3], "an owner replica"),
+                read_count(row[4], 0, "up_to"), read_count(row[5], 0, "top"),
+            )  # fmt: skip
         else:
             raise DecodeError(f"unknown prune marker kind {row[1]!r}")
         if replica_id in entries:
@@ -414,13 +419,15 @@ def decode_table(data: bytes) -> tuple[tuple[str, Marker], ...]:
     return tuple(entries.items())
 
 
-def _name(raw: Any, what: str) -> str:
+def read_name(raw: Any, what: str) -> str:
+    """``raw`` if it is an id of 1 to ``MAX_REPLICA_ID_CHARS`` characters, else DecodeError."""
     if type(raw) is not str or not 0 < len(raw) <= MAX_REPLICA_ID_CHARS:
         raise DecodeError(f"{what} must be a str of 1 to {MAX_REPLICA_ID_CHARS} characters")
     return raw
 
 
-def _count(raw: Any, low: int, what: str) -> int:
+def read_count(raw: Any, low: int, what: str) -> int:
+    """``raw`` if it is an int in ``[low, 2**63-1]``, else DecodeError."""
     if type(raw) is not int or not low <= raw <= INT64_MAX:
         raise DecodeError(f"{what} must be an int in [{low}, 2**63-1], not {raw!r}")
     return raw
@@ -429,7 +436,7 @@ def _count(raw: Any, low: int, what: str) -> int:
 def _ids(raw: Any) -> frozenset[str]:
     if type(raw) is not tuple or len(raw) > MAX_SEEN:
         raise DecodeError(f"a set of node ids is an array of at most {MAX_SEEN}")
-    return frozenset(_name(node_id, "a node id") for node_id in raw)
+    return frozenset(read_name(node_id, "a node id") for node_id in raw)
 
 
 __all__ = [

@@ -28,10 +28,10 @@ import msgpack
 
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode
 from agentsync.crdt.ormap import ORMap
-from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.errors import DecodeError
 from agentsync.sync.buffer import Entry
 from agentsync.sync.engine import PeerState, SyncEngine
+from agentsync.sync.pruning import read_count, read_name
 
 FORMAT = 1
 """The layout ``save`` writes; ``resume`` refuses any other."""
@@ -136,15 +136,11 @@ def _peers(raw: Any) -> dict[str, PeerState]:
 
 
 def _count(raw: Any) -> int:
-    if type(raw) is not int or not 0 <= raw <= INT64_MAX:
-        raise DecodeError(f"a session count must be an int in [0, 2**63-1], not {raw!r}")
-    return raw
+    return read_count(raw, 0, "a session count")
 
 
 def _name(raw: Any) -> str:
-    if type(raw) is not str or not 0 < len(raw) <= MAX_REPLICA_ID_CHARS:
-        raise DecodeError(f"a session id must be a str of 1 to {MAX_REPLICA_ID_CHARS} characters")
-    return raw
+    return read_name(raw, "a session id")
 
 
 def _optional(raw: Any, check: Callable[[Any], Any]) -> Any:
