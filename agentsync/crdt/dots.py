@@ -130,19 +130,22 @@ class CausalContext:
         result = CausalContext._of_dots(set())
         their_vv = other._vv
         their_cloud = other._cloud
-        cloud_ids = {r for r, _ in their_cloud}
+        cloud_ids: set[str] | None = None  # made only if needed: ``other``'s cloud can be huge
         for replica_id, n in self._vv.items():
             top = their_vv.get(replica_id, 0)
             if n <= top:
                 continue
-            if top == 0 and replica_id not in cloud_ids:
-                result._vv[replica_id] = n
-            else:
-                limit -= n - top
-                if limit < 0:
-                    return None
-                missing = ((replica_id, k) for k in range(top + 1, n + 1))
-                result._cloud.update(dot for dot in missing if dot not in their_cloud)
+            if top == 0:
+                if cloud_ids is None:
+                    cloud_ids = {r for r, _ in their_cloud}
+                if replica_id not in cloud_ids:
+                    result._vv[replica_id] = n
+                    continue
+            limit -= n - top
+            if limit < 0:
+                return None
+            missing = ((replica_id, k) for k in range(top + 1, n + 1))
+            result._cloud.update(dot for dot in missing if dot not in their_cloud)
         unseen = self._cloud - their_cloud
         if unseen:
             tops = {r: their_vv.get(r, 0) for r in {dot[0] for dot in unseen}}
