@@ -275,9 +275,8 @@ class Node(Container):
         if self.data_dir is not None and self._store is None:  # started again after a stop
             self._store = Store(self.data_dir, durability=self.durability)
             self._store.load()
-            if self._batch_depth:  # inside a batch: its writes from now on are logged as it ends
-                with self._lock:
-                    self._engine.log_writes()
+            with self._lock:
+                self._log_batch()
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
         server = SyncServer(self, host=self.host, port=self.port)
@@ -451,10 +450,7 @@ class Node(Container):
 
     def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
         with self._lock:
-            if len(path) == 1:  # a top-level name, the common case: one call less
-                delta = self._engine.state.update(path[0][0], path[0][1], fn)
-            else:
-                delta = _update(self._engine.state, path, fn)
+            delta = _update(self._engine.state, path, fn)
             if self._store is not None and not self._batch_depth:  # a batch's: as it ends
                 self._store.log((encode(delta),))
             self._engine.record_local(delta)
@@ -467,6 +463,11 @@ class Node(Container):
             self._changed(frozenset((name,)), local=True)
         self._wake_push()
 
+    def _log_batch(self) -> None:
+        """Under the lock: inside a batch with a store, keep its writes to log as it ends."""
+        if self._batch_depth and self._store is not None:
+            self._engine.log_writes()
+
     @contextlib.contextmanager
     def batch(self) -> Generator[None, None, None]:
         """Group writes: one commit, one notification and one eager push for the whole batch.
@@ -476,8 +477,7 @@ class Node(Container):
         """
         with self._lock:
             self._batch_depth += 1
-            if self._store is not None:
-                self._engine.log_writes()
+            self._log_batch()
         try:
             yield
         finally:
@@ -729,8 +729,7 @@ class Node(Container):
         engine.pruning = old.pruning
         engine.metrics = old.metrics
         self._engine = engine
-        if self._batch_depth and self._store is not None:  # the batch's later writes
-            engine.log_writes()  # (those to the pruned replica are never logged now)
+        self._log_batch()  # the batch's later writes (those to the pruned one: never now)
         if self._store is not None:  # its pruning state, carried over, stays saved as it was
             self._store.reset(engine.state.replica_id, engine.state)
         log.warning(
@@ -1121,7 +1120,7 @@ def _unshared(engine: SyncEngine) -> str:
     if isinstance(marker, Performed):
         return str(max(0, top - marker.up_to))
     held = max((p.vector.get(replica, 0) for p in engine.peers.values() if p.vector), default=0)
-    return f"up to {top - held}"
+    return f"up to {max(0, top - held)}"
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:
