@@ -283,13 +283,16 @@ class Store:
 
     def save_session(self, blob: bytes) -> None:
         """Keep the sync session for the next start; call it as the node stops cleanly."""
-        with self._lock, self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO session (id, state) VALUES (1, ?)", (blob,))
+        self._keep("session", blob)
 
     def save_pruning(self, blob: bytes) -> None:
         """Keep the pruning state (``Pruning.save()``), replacing the one kept before."""
+        self._keep("pruning", blob)
+
+    def _keep(self, table: Literal["session", "pruning"], blob: bytes) -> None:
+        """Replace the one blob a single-row table holds."""
         with self._lock, self._transaction():
-            self._db.execute("INSERT OR REPLACE INTO pruning (id, state) VALUES (1, ?)", (blob,))
+            self._db.execute(f"INSERT OR REPLACE INTO {table} (id, state) VALUES (1, ?)", (blob,))
 
     def reset(self, replica_id: str, state: ORMap) -> None:
         """Start anew as ``replica_id`` from ``state``: a pruned replica's new incarnation.
