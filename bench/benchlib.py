@@ -82,16 +82,35 @@ def read_first(path: str, prefix: str) -> str | None:
     return None
 
 
-def environment(python: dict[str, Any] | None = None, **machine: Any) -> dict[str, Any]:
-    """A report's "python", "machine" and "versions" blocks, plus the fields given for each."""
+def cpus_usable() -> int | None:
+    """How many CPUs this process may run on, where the system says."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+
+
+def environment(
+    python: dict[str, Any] | None = None, versions: tuple[str, ...] = (), **machine: Any
+) -> dict[str, Any]:
+    """A report's "python", "machine" and "versions" blocks, plus the fields given for each.
+
+    ``versions`` names the distributions measured beside agentsync.
+    """
     return {
         "python": {
             "version": platform.python_version(),
             "executable": sys.executable,
             **(python or {}),
         },
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), **machine},
-        "versions": {"agentsync": version("agentsync")},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_model": read_first("/proc/cpuinfo", "model name"),
+            "cpu_count": os.cpu_count(),
+            "cpus_usable": cpus_usable(),
+            **machine,
+        },
+        "versions": {name: version(name) for name in ("agentsync", *versions)},
     }
 
 

@@ -39,7 +39,6 @@ import gc
 import io
 import json
 import multiprocessing
-import os
 import platform
 import pstats
 import statistics
@@ -53,7 +52,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from benchlib import git_info, loadavg, positive, read_first, report_header, version
+from benchlib import environment, git_info, loadavg, positive, read_first, report_header
 
 OURS = "agentsync"
 PEERS = ("pycrdt", "loro")
@@ -977,21 +976,16 @@ def build_checks(built: list[dict[str, Any]]) -> list[Check]:
 # ---------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    try:
-        affinity: int | None = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or None,
-        "cpu_model": read_first("/proc/cpuinfo", "model name"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": affinity,
-        "mem_total": read_first("/proc/meminfo", "MemTotal"),
-        "loadavg_at_start": loadavg(),
-    }
+def measured_environment() -> dict[str, Any]:
+    """The report's python, machine and versions blocks, taken as the run starts."""
+    return environment(
+        {"implementation": platform.python_implementation(), "build": sys.version},
+        versions=(*PEERS, "msgpack"),
+        machine=platform.machine(),
+        processor=platform.processor() or None,
+        mem_total=read_first("/proc/meminfo", "MemTotal"),
+        loadavg_at_start=loadavg(),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -1054,8 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
     for lib, reason in skipped.items():
         log(f"skipping {lib}: {reason} (pip install -e '.[bench]')")
 
-    machine = machine_info()
-    versions = {name: version(name) for name in ("agentsync", "pycrdt", "loro", "msgpack")}
+    env = measured_environment()
+    versions = env["versions"]
     log(
         f"agentsync {versions['agentsync']} vs pycrdt {versions['pycrdt']}, "
         f"loro {versions['loro']}; Python {platform.python_version()}; "
@@ -1104,14 +1098,8 @@ def main(argv: list[str] | None = None) -> int:
                 "start_method": "fork",
                 "timer": "time.perf_counter_ns",
             },
-            "python": {
-                "version": platform.python_version(),
-                "implementation": platform.python_implementation(),
-                "build": sys.version,
-                "executable": sys.executable,
-            },
-            "machine": {**machine, "loadavg_at_end": loadavg()},
-            "versions": versions,
+            **env,
+            "machine": {**env["machine"], "loadavg_at_end": loadavg()},
             "git": git_info(),
             "skipped": skipped,
             "jobs": {

@@ -91,7 +91,6 @@ from benchlib import (
     git_info,
     loadavg,
     positive,
-    read_first,
     report_header,
     version,
     write_json,
@@ -905,10 +904,6 @@ def main(argv: list[str] | None = None) -> int:
             },
             **environment(
                 {"build": sys.version},
-                cpu_model=read_first("/proc/cpuinfo", "model name"),
-                cpus_usable=len(os.sched_getaffinity(0))
-                if hasattr(os, "sched_getaffinity")
-                else None,
                 loadavg_at_end=loadavg(),
                 disk_free_bytes=shutil.disk_usage(parent_dir).free,
             ),
