@@ -36,9 +36,8 @@ from agentsync.crdt.codec import (
 )
 from agentsync.crdt.dots import CausalContext
 from agentsync.crdt.ormap import ORMap
-from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.errors import DecodeError
-from agentsync.sync.pruning import Marker, decode_table, encode_table
+from agentsync.sync.pruning import Marker, decode_table, encode_table, read_count, read_name
 
 PROTOCOL_VERSION = 1
 """The version this node speaks; a message of another version is refused."""
@@ -216,15 +215,15 @@ def decode_message(data: bytes) -> SyncMessage:
         _fail(f"unsupported protocol version {version!r} (this node speaks {PROTOCOL_VERSION})")
     if type(flags) is not int or not 0 <= flags <= _FLAGS:
         _fail(f"unknown flags {flags!r}")
-    refusals = _int(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
+    refusals = read_count(raw[_FIELDS], 0, "refusals") if len(raw) > _FIELDS else None
     members = _members(raw[_FIELDS + 1]) if len(raw) > _FIELDS + 1 else ()
     vector = _vector(raw[_FIELDS + 2]) if len(raw) > _FIELDS + 2 else None
     prune = _prune(raw[_FIELDS + 3]) if len(raw) > _FIELDS + 3 else None
     return SyncMessage(
-        sender=_name(sender, MAX_REPLICA_ID_CHARS, "sender"),
-        cluster=_name(cluster, MAX_CLUSTER_CHARS, "cluster"),
-        epoch=_int(epoch, 0, "epoch"),
-        seq=_int(seq, 0, "seq"),
+        sender=read_name(sender, "sender"),
+        cluster=read_name(cluster, "cluster", MAX_CLUSTER_CHARS),
+        epoch=read_count(epoch, 0, "epoch"),
+        seq=read_count(seq, 0, "seq"),
         ack=_pair(ack, "ack", 0),
         context=_context(context, cloud_budget(len(data))),
         deltas=_deltas(deltas),
@@ -234,8 +233,8 @@ def decode_message(data: bytes) -> SyncMessage:
         rewind=bool(flags & _REWIND),
         knows_replica=bool(flags & _KNOWS_REPLICA),
         pruned_you=bool(flags & _PRUNED_YOU),
-        base=_int(base, 0, "base"),
-        replica=None if rid is None else _name(rid, MAX_REPLICA_ID_CHARS, "replica"),
+        base=read_count(base, 0, "base"),
+        replica=None if rid is None else read_name(rid, "replica"),
         refusals=refusals,
         members=members,
         vector=vector,
@@ -262,7 +261,7 @@ def _vector(raw: Any) -> dict[str, int] | None:
         raise DecodeError(f"vector is not [ids, counters]: {exc}") from None
     if type(ids) is not tuple or type(counters) is not tuple or len(ids) != len(counters):
         _fail("vector must be [ids, counters] of one length")
-    vector = {_name(i, MAX_REPLICA_ID_CHARS, "a vector's replica id"): _int(n, 1, "a vector entry")
+    vector = {read_name(i, "a vector's replica id"): read_count(n, 1, "a vector entry")
               for i, n in zip(ids, counters, strict=True)}  # fmt: skip
     if len(vector) != len(ids):
         _fail("a vector names a replica twice")
@@ -286,8 +285,8 @@ def _members(raw: Any) -> tuple[tuple[str, str], ...]:
     for member in raw:
         if type(member) is not tuple or len(member) != 2:
             _fail("a member must be a [node_id, url] pair")
-        node_id = _name(member[0], MAX_REPLICA_ID_CHARS, "a member's node id")
-        url = _name(member[1], MAX_MEMBER_URL_CHARS, "a member's url")
+        node_id = read_name(member[0], "a member's node id")
+        url = read_name(member[1], "a member's url", MAX_MEMBER_URL_CHARS)
         if not url.startswith(("http://", "https://")):
             _fail(f"a member's url must be http(s), not {url[:40]!r}")
         members.append((node_id, url))
@@ -298,24 +297,12 @@ def _fail(reason: str) -> NoReturn:
     raise DecodeError(reason)
 
 
-def _name(raw: Any, limit: int, what: str) -> str:
-    if type(raw) is not str or not 0 < len(raw) <= limit:
-        _fail(f"{what} must be a str of 1 to {limit} characters")
-    return raw
-
-
-def _int(raw: Any, low: int, what: str) -> int:
-    if type(raw) is not int or not low <= raw <= INT64_MAX:
-        _fail(f"{what} must be an int in [{low}, 2**63-1], not {raw!r}")
-    return raw
-
-
 def _pair(raw: Any, what: str, low: int) -> tuple[int, int] | None:
     if raw is None:
         return None
     if type(raw) is not tuple or len(raw) != 2:
         _fail(f"{what} must be nil or a pair of ints")
-    return (_int(raw[0], low, what), _int(raw[1], low, what))
+    return (read_count(raw[0], low, what), read_count(raw[1], low, what))
 
 
 def _context(raw: Any, budget: int) -> CausalContext | None:
@@ -345,12 +332,12 @@ def _piece(raw: Any) -> Piece | None:
         return None
     if type(raw) is not tuple or len(raw) != 5:
         _fail("piece must be nil or [transfer, seq, index, count, data]")
-    transfer = _int(raw[0], 1, "piece transfer")
-    seq = _int(raw[1], 0, "piece seq")
-    count = _int(raw[3], 1, "piece count")
+    transfer = read_count(raw[0], 1, "piece transfer")
+    seq = read_count(raw[1], 0, "piece seq")
+    count = read_count(raw[3], 1, "piece count")
     if count > MAX_PIECES:
         _fail(f"a snapshot of {count} pieces exceeds {MAX_PIECES}")
-    index = _int(raw[2], 0, "piece index")
+    index = read_count(raw[2], 0, "piece index")
     if index >= count:
         _fail("piece index must be below the count")
     if type(raw[4]) is not bytes or not raw[4]:

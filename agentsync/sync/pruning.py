@@ -419,10 +419,10 @@ def decode_table(data: bytes) -> tuple[tuple[str, Marker], ...]:
     return tuple(entries.items())
 
 
-def read_name(raw: Any, what: str) -> str:
-    """``raw`` if it is an id of 1 to ``MAX_REPLICA_ID_CHARS`` characters, else DecodeError."""
-    if type(raw) is not str or not 0 < len(raw) <= MAX_REPLICA_ID_CHARS:
-        raise DecodeError(f"{what} must be a str of 1 to {MAX_REPLICA_ID_CHARS} characters")
+def read_name(raw: Any, what: str, limit: int = MAX_REPLICA_ID_CHARS) -> str:
+    """``raw`` if it is a str of 1 to ``limit`` characters (an id by default), else DecodeError."""
+    if type(raw) is not str or not 0 < len(raw) <= limit:
+        raise DecodeError(f"{what} must be a str of 1 to {limit} characters")
     return raw
 
 
