@@ -17,6 +17,7 @@ store to commit as the batch ends, so a write is recorded once for both.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode, encode_decodable
@@ -123,6 +124,17 @@ class DeltaBuffer:
         # A group decode would refuse (writes of huge values) is logged as the whole replica.
         log.append(encode(self._replica) if data is None else data)
         self._append(delta, None, data)
+
+    def restore(self, floor: int, entries: Iterable[tuple[ORMap, str | None, bytes]]) -> None:
+        """Hold a saved session's entries, ``(delta, origin, data)`` at seqs ``floor + 1`` on.
+
+        Whatever the buffer held goes; the byte bound applies as to any entry
+        (the bound may be smaller than when the session was saved).
+        """
+        self.clear()
+        self.head = self.floor = floor
+        for delta, origin, data in entries:
+            self._append(delta, origin, data)
 
     def _append(self, delta: ORMap, origin: str | None, data: bytes | None = None) -> None:
         self.head += 1

@@ -29,7 +29,6 @@ import msgpack
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode
 from agentsync.crdt.ormap import ORMap
 from agentsync.errors import DecodeError
-from agentsync.sync.buffer import Entry
 from agentsync.sync.engine import PeerState, SyncEngine
 from agentsync.sync.pruning import read_count, read_name
 
@@ -78,41 +77,30 @@ def resume(engine: SyncEngine, data: bytes) -> None:
     engine.epoch = epoch
     engine._refusals = refusals
     engine._last_transfer = last_transfer
-    buffer = engine._buffer
-    buffer.clear()
-    buffer.head, buffer.floor = head, floor
-    for entry in entries:
-        buffer._entries.append(entry)
-        buffer.bytes += len(entry.data)
-    while buffer.bytes > buffer.max_bytes and buffer._entries:  # a smaller bound now
-        buffer._drop_oldest()
-        buffer.evicted += 1
+    engine._buffer.restore(floor, entries)
     engine._peers.update(peers)
     engine._collect()  # drops what no peer needs, and notes whether any is tracked
 
 
-def _entries(raw: Any, floor: int, head: int) -> list[Entry]:
-    if type(raw) is not tuple:
-        raise DecodeError("a session's entries are an array")
+def _entries(raw: Any, floor: int, head: int) -> list[tuple[ORMap, str | None, bytes]]:
+    """The buffered deltas, which hold every seq after the floor up to the head (no gap:
+    ``DeltaBuffer.since`` finds an entry by its distance from the first)."""
+    if type(raw) is not tuple or len(raw) != head - floor:
+        raise DecodeError("a session's entries are an array of one per seq after its floor")
     entries = []
-    last = floor
-    for item in raw:
+    for seq, item in enumerate(raw, floor + 1):
         if type(item) is not tuple or len(item) != 3:
             raise DecodeError("a session entry is [seq, origin, delta]")
-        seq, origin, data = item
-        if type(seq) is not int or not last < seq <= head:
-            raise DecodeError("a session's entries must rise from its floor to its head")
-        if origin is not None:
-            origin = _name(origin)
+        if type(item[0]) is not int or item[0] != seq:
+            raise DecodeError("a session's entries must run from its floor to its head")
+        origin = _optional(item[1], _name)
+        data = item[2]
         if type(data) is not bytes:
             raise DecodeError("a session entry's delta is bin")
         delta = decode(data, ORMap)
         if not delta.is_delta:
             raise DecodeError("a session entry is a delta, not a full state")
-        writers = delta._ctx._replica_ids()
-        writer = next(iter(writers)) if len(writers) == 1 else None
-        entries.append(Entry(seq, origin, delta, data, writer))
-        last = seq
+        entries.append((delta, origin, data))
     return entries
 
 

@@ -87,6 +87,15 @@ def test_a_session_round_trips_and_keeps_the_per_epoch_counters() -> None:
     assert sessions.save(again) == saved
 
 
+def test_a_session_resumed_under_a_smaller_buffer_bound_drops_its_oldest_entries() -> None:
+    a, _ = acquainted()
+    add(a, "pending")
+    again = SyncEngine("a", state=a.state.copy(), buffer_max_bytes=0)
+    sessions.resume(again, sessions.save(a))
+    assert again.head == a.head
+    assert again.delta_buffer_bytes == 0 and again._buffer.evicted == 1
+
+
 def _session(**changes: object) -> bytes:
     a, _ = acquainted()
     add(a, "pending")
@@ -97,6 +106,11 @@ def _session(**changes: object) -> bytes:
     return msgpack.packb(raw, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+def _entry() -> bytes:
+    """The encoding of the one buffered delta in ``_session``'s session."""
+    return msgpack.unpackb(_session(), raw=False)[6][0][2]  # type: ignore[no-any-return]
+
+
 BAD = {
     "not msgpack": b"\xc1",
     "not an array": msgpack.packb({"a": 1}),
@@ -105,7 +119,12 @@ BAD = {
     "floor above head": _session(floor=10**6),
     "entries not an array": _session(entries=7),
     "an entry out of order": _session(entries=[[10**6, None, b"x"]]),
-    "an entry that is no delta": _session(entries=[[2, None, b"\x00"]]),
+    "an entry that is no delta": _session(head=2, floor=1, entries=[[2, None, b"\x00"]]),
+    "a gap between entries": _session(
+        head=4, floor=0, entries=[[1, None, _entry()], [3, None, _entry()], [4, None, _entry()]]
+    ),
+    "entries short of the head": _session(head=3, floor=0, entries=[[1, None, _entry()]]),
+    "no entries below the head": _session(head=3, floor=2, entries=[]),
     "a peer named twice": _session(peers=[["p", 1, 1, 1, None, 0, 0]] * 2),
     "a peer with a bad ack": _session(peers=[["p", 1, "x", 1, None, 0, 0]]),
     "a peer id too long": _session(peers=[["p" * 300, 1, 1, 1, None, 0, 0]]),
