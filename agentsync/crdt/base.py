@@ -233,10 +233,12 @@ class CRDT(abc.ABC):
     # -- pruning (docs/crdts.md, "Pruning") -------------------------------------
 
     def replica_ids(self) -> set[str]:
-        """Every replica id this state mentions, in its causal context or its store."""
-        ids = self._ctx._replica_ids()
-        ids.update(dot[0] for dot in self._dots())
-        return ids
+        """Every replica id this state mentions, in its causal context or its store.
+
+        The context's ids are all of them: every stored dot is in the context
+        (``decode`` refuses a store dot the context lacks).
+        """
+        return self._ctx._replica_ids()
 
     def collapse(self: T, replica_id: str) -> T:
         """Take over the entries of ``replica_id``, a replica that left; return the delta.
