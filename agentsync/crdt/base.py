@@ -266,7 +266,7 @@ class CRDT(abc.ABC):
         if replica_id == self._rid:
             raise ValueError(f"replica {replica_id!r} cannot collapse its own entries")
         up_to = self._ctx._vv.get(replica_id, 0)
-        delta = self._part(CausalContext._of_dots(set()))
+        delta = self._delta_shell(())
         if up_to:
             self._collapse(replica_id, up_to, delta)
         return delta
