@@ -76,11 +76,13 @@ entries (a busy writer's rounds) that costs more CPU than the frames it saves.
 """
 
 VECTOR_EVERY = 32
-"""A message that carries deltas carries the version vector only every this many messages.
+"""On a link that carries deltas, the version vector goes only every this many messages.
 
 While writes flow, the vector changes with almost every message: sending it
-each time would cost more than the deltas. Stability is wanted once things
-calm down, and a message without deltas carries it whenever it changed.
+each time would cost more than the deltas, and so would sending it in each
+answer to a delta interval (the answer carries no deltas, but the merge
+changed its sender's vector). Stability is wanted once things calm down, and
+then a message carries it whenever it changed.
 """
 RETELL_EVERY = 64
 """Messages after which news sent but not known to have arrived is sent again."""
@@ -171,6 +173,8 @@ class PeerState:
     """The peer's last message said it holds this node's replica id: leave it out."""
     rewind: bool = False
     """This node refused an interval of the peer's: its next message says so."""
+    busy: bool = False
+    """The peer's last message carried deltas: the answer to it is on a busy link."""
     refusals: int = 0
     """The highest count of refusals the peer's messages gave: a rewind with no more is stale."""
     sent: int | None = None
@@ -505,6 +509,7 @@ class SyncEngine:
             peer.incoming = None
         self._peers[sender] = peer
         peer.knows_replica = message.knows_replica
+        peer.busy = bool(message.deltas)
         peer.sent = None  # what the peer acks now is what reached it
         self._take_ack(peer, message)
         self._take_want(peer, message.want)
@@ -742,7 +747,8 @@ class SyncEngine:
         peer.told_table.quiet += 1
         if filled.piece is not None:
             return replace(filled, vector=None, prune=None)  # a piece's room is all taken
-        if filled.vector is not None and filled.deltas and told.quiet < VECTOR_EVERY:
+        busy = filled.deltas or (is_response and peer.busy)
+        if filled.vector is not None and busy and told.quiet < VECTOR_EVERY:
             filled = replace(filled, vector=None)  # the vector of a busy link goes now and then
         if filled.vector is not None:
             told.note(self._vector_version, is_response)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from agentsync.crdt import LWWMap, ORMap, PNCounter
 from agentsync.errors import DecodeError
 from agentsync.sync import SyncEngine, SyncMessage, decode_message, encode_message
+from agentsync.sync.engine import VECTOR_EVERY
 from agentsync.sync.pruning import Init, Performed, Pruning, PruningConfig, join_marker
 from tests.sync.simnet import Faults, SimNet
 
@@ -358,3 +359,20 @@ def test_a_reported_vector_is_kept_as_the_highest_heard_and_idle_exchanges_carry
     b.on_request(late)  # an older message, delivered late: its lower vector is old news
     assert b.peers["a"].vector == {"a.1": 2}
     assert max(map(max, sizes[-2:])) < 60, sizes
+
+
+def test_answers_to_delta_intervals_carry_the_vector_now_and_then_a_calm_exchange_does() -> None:
+    a, b = SyncEngine("a", state=ORMap("a.1")), SyncEngine("b", state=ORMap("b.1"))
+    vectors = {"requests": 0, "responses": 0}
+    rounds = 4 * VECTOR_EVERY
+    for _ in range(rounds):  # a writes, b only answers: its vector changes with each merge
+        a.record_local(a.state.update("hits", PNCounter, lambda c: c.increment(1)))
+        request = decode_message(encode_message(a.request("b")))
+        reply, _ = b.on_request(request)
+        a.on_response(decode_message(encode_message(reply)))
+        vectors["requests"] += request.vector is not None
+        vectors["responses"] += reply.vector is not None
+    assert max(vectors.values()) <= rounds // VECTOR_EVERY + 2, vectors
+    reply, _ = b.on_request(decode_message(encode_message(a.request("b"))))  # calm: no deltas
+    a.on_response(decode_message(encode_message(reply)))
+    assert a.peers["b"].vector == b.peers["a"].vector == {"a.1": rounds}
