@@ -293,16 +293,8 @@ class ORMap(Clocked):
         return marker
 
     def _drop_markers(self) -> None:
-        self._delta = False
-        for key in list(self._fields):
-            fields = self._fields[key]
-            for tag in list(fields):
-                nested = fields[tag]
-                nested._drop_markers()
-                if nested._is_empty():
-                    del fields[tag]
-            if not fields:
-                del self._fields[key]
+        self._delta = False  # so the sweep drops the emptied nested stores
+        self._sweep(lambda nested: nested._drop_markers())
 
     def _novel(self, mine: ORMap | None, cut: Cut) -> ORMap | None:
         theirs = self._fields
