@@ -242,7 +242,10 @@ class SyncEngine:
         self.pruned_out = False
         """A peer said this replica was pruned: take a new incarnation, merge nothing more."""
         self._vector: dict[str, int] = {}
+        """The state's version vector as of ``_vector_version`` (what peers are told)."""
         self._vector_version = 0
+        self._vector_size: int | None = None
+        """The packed size of ``_vector``, once a peer was due to be told it."""
         self._buffer = DeltaBuffer(buffer_max_bytes, self.state)
         self._peers: dict[str, PeerState] = {}
         self._last_transfer = 0
@@ -728,18 +731,19 @@ class SyncEngine:
             want = (peer.incoming.transfer, len(peer.incoming.parts))
         elif peer.wants_snapshot:
             want = (0, peer.last_transfer)
+        # Nothing but the flag for a pruned replica: it must start anew.
+        news, extra = ({}, 0) if peer.pruned_you else self._news(peer, is_response)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
             replica=None if peer.knows_replica else self.state.replica_id,
-            refusals=self._refusals, pruned_you=peer.pruned_you,
+            refusals=self._refusals, pruned_you=peer.pruned_you, **news,
         )  # fmt: skip
         peer.rewind = False
         if peer.pruned_you:
-            return message  # nothing else for a pruned replica: it must start anew
-        news, extra = self._news(peer, is_response)
+            return message
         try:
-            filled = self._fill(peer_id, peer, replace(message, **news), extra)
+            filled = self._fill(peer_id, peer, message, extra)
         finally:
             self._collect()
         told = peer.told_vector
@@ -765,15 +769,17 @@ class SyncEngine:
         news: dict[str, Any] = {}
         extra = 0
         room = self.max_message_bytes // 4
-        vector = self.state._ctx._vv
-        if vector != self._vector:
-            self._vector = dict(vector)
+        vector = self._vector
+        if self.state._ctx._vv != vector:
+            vector = self._vector = dict(self.state._ctx._vv)
             self._vector_version += 1
+            self._vector_size = None
         if vector and peer.told_vector.due(self._vector_version):
-            size = len(pack_vector(vector))
-            if size <= room:
-                news["vector"] = dict(vector)
-                extra += size
+            if self._vector_size is None:  # once per version, whichever peers are told it
+                self._vector_size = len(pack_vector(vector))
+            if self._vector_size <= room:
+                news["vector"] = vector  # replaced at the next change, never changed
+                extra += self._vector_size
         pruning = self.pruning
         if pruning.table and peer.told_table.due(pruning.changes):
             entries = pruning.entries()
