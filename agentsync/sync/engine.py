@@ -629,13 +629,10 @@ class SyncEngine:
             if type(name) is not str:
                 raise ProtocolError(f"top-level names must be str, not {type(name).__name__}")
         if self.pruning.pruned:  # what a forgotten replica wrote is never merged again
-            bounds = self.pruning.forget_bounds()
-            cleaned = incoming.cleaned(bounds)
+            cleaned = incoming.cleaned(self.pruning.forget_bounds())
             if cleaned is None:
                 return frozenset()
             incoming = cleaned
-            if pieces is not None:
-                pieces = tuple(p for p in (d.cleaned(bounds) for d in pieces) if p is not None)
         part = self.state.unseen_part(incoming)
         if part is None:
             return frozenset()
@@ -668,8 +665,12 @@ class SyncEngine:
         data = encode_decodable(whole)
         if data is not None:
             return [(whole, data)]
-        arrived = (incoming,) if pieces is None else pieces
-        return [(delta, encode(delta)) for delta in arrived]
+        if pieces is None:
+            return [(incoming, encode(incoming))]
+        if self.pruning.pruned:  # cleaned like ``incoming``, here where they are needed
+            bounds = self.pruning.forget_bounds()
+            pieces = tuple(p for p in (d.cleaned(bounds) for d in pieces) if p is not None)
+        return [(delta, encode(delta)) for delta in pieces]
 
     def _take_ack(self, peer: PeerState, message: SyncMessage) -> None:
         """Raise the peer's ack; lower it only when the peer says it refused an interval.
