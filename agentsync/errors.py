@@ -27,5 +27,13 @@ class ClusterMismatchError(ProtocolError):
     """A sync message from a node of another cluster."""
 
 
+class AuthenticationError(AgentsyncError):
+    """A message or request that fails the cluster's authentication; nothing was read.
+
+    Not a ProtocolError nor a ValueError: the server answers it with 401,
+    never with the 400 of a malformed message.
+    """
+
+
 class PeerUnavailableError(AgentsyncError):
     """A peer could not be reached, timed out, or answered with an error."""
