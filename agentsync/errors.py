@@ -37,3 +37,23 @@ class AuthenticationError(AgentsyncError):
 
 class PeerUnavailableError(AgentsyncError):
     """A peer could not be reached, timed out, or answered with an error."""
+
+
+class ForgedDotsError(ProtocolError):
+    """A message claims dots under this node's own replica id that it never issued.
+
+    Merging them would make this replica's next writes look already seen, so
+    peers would drop them silently. Either the sender forged them, or this
+    node reuses a replica id whose later writes were lost (a data directory
+    restored from a backup taken after a clean stop).
+    """
+
+    def __init__(self, sender: str, replica_id: str, claimed: int, issued: int) -> None:
+        super().__init__(
+            f"{sender} claims dot {claimed} of this node's replica {replica_id!r}, "
+            f"which issued only {issued}"
+        )
+        self.sender = sender
+        self.replica_id = replica_id
+        self.claimed = claimed
+        self.issued = issued

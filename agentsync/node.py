@@ -43,7 +43,7 @@ from agentsync.discovery.membership import (
     Source,
     Transition,
 )
-from agentsync.errors import DecodeError, PeerUnavailableError, ProtocolError
+from agentsync.errors import DecodeError, ForgedDotsError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
@@ -922,6 +922,10 @@ class Node(Container):
                 self._check_pruned_out()
                 self._succeeded(url, response.sender)
                 self._learn(response.members, sender=response.sender, peer_url=url)
+        except ForgedDotsError as exc:
+            _log_forged(exc)
+            self._failed(url)
+            return None
         except (DecodeError, ProtocolError) as exc:
             log.warning("refused a response from %s: %s", url, exc)
             self._failed(url)
@@ -948,7 +952,11 @@ class Node(Container):
         if own and len(self._echoes) < MAX_ECHOES:  # refused below; the requester drops the URL
             self._echoes.add(hash(body))
         with self._lock:
-            reply, changed = self._engine.on_request(message)  # counts its own errors
+            try:
+                reply, changed = self._engine.on_request(message)  # counts its own errors
+            except ForgedDotsError as exc:
+                _log_forged(exc)
+                raise
             self._check_pruned_out()
             url = self._membership.url_of(message.sender)
             peer_url = url or _remote_url(remote)
@@ -1064,6 +1072,12 @@ class Node(Container):
                     "Snapshots sent to peers with no usable ack.",
                     m.full_state_fallbacks,
                 ),
+                (
+                    "sync_forged_total",
+                    "counter",
+                    "Messages refused for claiming dots this replica never issued.",
+                    m.forged,
+                ),
                 ("peers", "gauge", "Known peers.", len(self._membership)),
                 (
                     "delta_buffer_bytes",
@@ -1121,6 +1135,19 @@ def _unshared(engine: SyncEngine) -> str:
         return str(max(0, top - marker.up_to))
     held = max((p.vector.get(replica, 0) for p in engine.peers.values() if p.vector), default=0)
     return f"up to {max(0, top - held)}"
+
+
+def _log_forged(error: ForgedDotsError) -> None:
+    """Log a claim of this replica's unissued dots: who sent it, and what an operator does."""
+    log.error(
+        "refused a message of %s: it claims dot %d of this node's replica %s, which issued "
+        "only %d. Either %s forged it, or this node's data directory was restored from a "
+        "backup taken after a clean stop, and its replica id now reissues dots its peers "
+        "have seen (their later writes of it would be lost). In that case stop this node, "
+        "move its data directory away and start it empty: it takes a new replica id and "
+        "resyncs from its peers", error.sender, error.claimed, error.replica_id,
+        error.issued, error.sender,
+    )  # fmt: skip
 
 
 def _update(state: ORMap, path: Path, fn: Callable[[Any], Any]) -> ORMap:

@@ -47,7 +47,7 @@ from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode, encode_decod
 from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, check_replica_id
-from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.errors import ClusterMismatchError, DecodeError, ForgedDotsError, ProtocolError
 from agentsync.sync.buffer import DeltaBuffer, Entry
 from agentsync.sync.messages import (
     MAX_CLUSTER_CHARS,
@@ -102,6 +102,8 @@ class SyncMetrics:
     errors: int = 0
     full_state_fallbacks: int = 0
     """Snapshots started because a peer had no usable ack."""
+    forged: int = 0
+    """Messages refused for claiming dots of this replica that it never issued."""
 
 
 @dataclass(slots=True)
@@ -473,6 +475,13 @@ class SyncEngine:
     def _receive(self, message: SyncMessage) -> Changed:
         try:
             return self._take(message)
+        except ClockSkewError as exc:  # from a merge's check, before it changed anything
+            self.metrics.errors += 1
+            raise ProtocolError(str(exc)) from None
+        except ForgedDotsError:
+            self.metrics.errors += 1
+            self.metrics.forged += 1
+            raise
         except (ProtocolError, DecodeError):
             self.metrics.errors += 1
             raise
@@ -498,6 +507,7 @@ class SyncEngine:
             self._peers[sender] = peer
             self.metrics.rounds += 1
             return frozenset()  # a pruned replica came back, or this one is: never merged
+        self._check_claims(message)
         self._take_news(peer, message)
         if message.piece is not None:
             changed = self._take_piece(sender, peer, message.piece)
@@ -521,6 +531,30 @@ class SyncEngine:
         if self.pruning.pruned or self.pruning.table:
             self._forget_arrived()
         return changed
+
+    def _check_claims(self, message: SyncMessage) -> None:
+        """Refuse a message whose context, deltas or vector claim unissued dots of this replica.
+
+        This replica issues its dots one after another and records each, so
+        its own entry of the state's context is every dot it ever issued. A
+        peer that claims more would make this replica's next writes look
+        seen already (silently dropped everywhere): a forgery, or this id's
+        later dots were lost (a data directory restored from an old backup).
+        """
+        contexts = [delta._ctx for delta in message.deltas]
+        if message.context is not None:
+            contexts.append(message.context)
+        own = self.state.replica_id
+        claimed = max((ctx.max_counter(own) for ctx in contexts), default=0)
+        if message.vector is not None:
+            claimed = max(claimed, message.vector.get(own, 0))
+        self._check_claimed(message.sender, claimed)
+
+    def _check_claimed(self, sender: str, claimed: int) -> None:
+        own = self.state.replica_id
+        issued = self.state._ctx.max_counter(own)
+        if claimed > issued:
+            raise ForgedDotsError(sender, own, claimed, issued)
 
     def _take_news(self, peer: PeerState, message: SyncMessage) -> None:
         """Take a peer's reported vector and prune table; a response confirms what we told."""
@@ -611,6 +645,7 @@ class SyncEngine:
             full = decode(b"".join(incoming.parts), ORMap)
             if full.is_delta:
                 raise ProtocolError("a snapshot must be a full state, not a delta")
+            self._check_claimed(sender, full._ctx.max_counter(self.state.replica_id))
         except (DecodeError, ProtocolError):
             peer.wants_snapshot = True  # ask for another one
             raise
@@ -636,10 +671,7 @@ class SyncEngine:
         part = self.state.unseen_part(incoming)
         if part is None:
             return frozenset()
-        try:
-            self.state.merge(part)
-        except ClockSkewError as exc:
-            raise ProtocolError(str(exc)) from None
+        self.state.merge(part)  # ClockSkewError: see _receive
         if self.on_merge is not None:
             self.on_merge(part)
         if self._tracked:
