@@ -3,6 +3,9 @@
 It moves bytes and refuses hostile input before the handler sees it: bodies
 are read with a size and a time bound, compressed bodies and wrong content
 types are refused, and an unexpected exception becomes a 500, never a crash.
+A flood is refused before any body is read: each connection and each
+request must pass the ``limits.Gate`` (per remote address and in total), or
+is answered 429 or 503 with a ``Retry-After`` and closed.
 The handler (the Node) does the protocol work, synchronously: it is CPU
 work with no await inside, so it runs on the event loop, one call at a time.
 """
@@ -17,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.transport.limits import Gate, Limits, Refusal, remote_key
 from agentsync.transport.urls import base_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -70,7 +74,8 @@ class SyncHandler(Protocol):
         """Count one request the transport refused itself.
 
         That is 404, 405, 408, 413, 415, a body cut short by a lost connection,
-        and 500. Refusals the handler raised (400, 409) are not reported here.
+        500, and a connection or request over the limits (429, 503). Refusals
+        the handler raised (400, 409) are not reported here.
         """
         ...
 
@@ -98,6 +103,7 @@ class SyncServer:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         body_timeout: float = 10.0,
         access_log: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         if max_body_bytes < 1 or body_timeout <= 0:
             raise ValueError("max_body_bytes and body_timeout must be positive")
@@ -107,6 +113,8 @@ class SyncServer:
         self._max_body_bytes = max_body_bytes
         self._body_timeout = body_timeout
         self._access_log = access_log
+        self.gate = Gate(limits)
+        """What each remote address holds now, and the limits it is held to."""
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -136,7 +144,7 @@ class SyncServer:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, self._host, self._port).start()
+            await _GatedSite(runner, self._host, self._port, self.gate, self._handler).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -163,7 +171,13 @@ class SyncServer:
 
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+            remote = remote_key(request.remote)
+            refusal = self.gate.begin(remote)
+            retry_after = None
             try:
+                if refusal is not None:  # before the body is read: refusing is cheap here
+                    retry_after = self.gate.limits.retry_after
+                    raise _Refused(refusal.status, refusal.reason, close=True)
                 return await handler(request)
             except _Refused as refused:
                 status, reason, close = refused.status, refused.reason, refused.close
@@ -174,10 +188,15 @@ class SyncServer:
                 where = one_line(request.raw_path)
                 logger.exception("unexpected error serving %s %s", request.method, where)
                 status, reason, close = 500, "internal server error", False
+            finally:
+                if refusal is None:
+                    self.gate.end(remote)
             self._handler.count_error()
             where = one_line(request.raw_path)  # the peer chose it: keep the log line one line
             logger.debug("refused %s %s: %d %s", request.method, where, status, reason)
             response = web.Response(status=status, text=reason)
+            if retry_after is not None:
+                response.headers["Retry-After"] = str(retry_after)
             if close:
                 response.force_close()
             return response
@@ -223,3 +242,96 @@ class SyncServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         text = self._handler.metrics_text()
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+class _GatedSite(web.BaseSite):
+    """A TCP site whose every connection passes the gate before aiohttp sees it.
+
+    aiohttp accepts every connection and leaves capping them to the
+    application; its ``TCPSite`` has no hook for that, so this site builds
+    the listening socket itself and wraps each connection's protocol.
+    """
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, gate: Gate, handler: SyncHandler
+    ) -> None:
+        super().__init__(runner)
+        self._host = host
+        self._port = port
+        self._gate = gate
+        self._handler = handler
+
+    @property
+    def name(self) -> str:
+        return base_url(self._host, self._port)
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _GatedConnection(server, self._gate, self._handler), self._host, self._port
+        )
+
+
+class _GatedConnection(asyncio.Protocol):
+    """One connection: counted against its address, or answered 429/503 and closed unread.
+
+    Admitted, it hands every event to aiohttp's own protocol for it.
+    """
+
+    def __init__(self, server: web.Server, gate: Gate, handler: SyncHandler) -> None:
+        self._server = server
+        self._gate = gate
+        self._handler = handler
+        self._inner: asyncio.Protocol | None = None
+        self._remote: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        remote = remote_key(peer[0] if isinstance(peer, tuple) and peer else None)
+        refusal = self._gate.connect(remote)
+        if refusal is not None:
+            self._handler.count_error()
+            logger.debug("refused a connection from %s: %s", remote, refusal.reason)
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(_refusal_bytes(refusal, self._gate.limits.retry_after))
+            transport.close()
+            return
+        self._remote = remote
+        self._inner = self._server()
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._remote is not None:
+            self._gate.disconnect(self._remote)
+            self._remote = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+
+def _refusal_bytes(refusal: Refusal, retry_after: int) -> bytes:
+    """A whole HTTP/1.1 answer to a connection refused before its request was read."""
+    body = refusal.reason.encode()
+    phrase = {429: "Too Many Requests", 503: "Service Unavailable"}[refusal.status]
+    head = (
+        f"HTTP/1.1 {refusal.status} {phrase}\r\nRetry-After: {retry_after}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
