@@ -7,7 +7,8 @@ the peer into exponential backoff with full jitter; the caller asks
 ``ready`` before picking a peer. Requests run concurrently, so a peer that
 never answers holds one slot until its timeout and delays no other peer.
 The wait for a free slot counts neither against the timeout nor against the
-peer: it is this node's own queue.
+peer: it is this node's own queue. With a ``Channel`` (a cluster secret)
+every request is sealed and every reply must open as the answer to it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from agentsync.errors import PeerUnavailableError
+from agentsync.errors import AuthenticationError, PeerUnavailableError
+from agentsync.security import Channel
 from agentsync.transport.backoff import PeerBackoff
 from agentsync.transport.urls import normalize_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
     MSGPACK,
+    SEALED,
     SYNC_PATH,
     BodyTooLargeError,
     identity_encoded,
@@ -56,6 +59,7 @@ class SyncClient:
         backoff_max: float = 10.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        channel: Channel | None = None,
     ) -> None:
         if timeout <= 0 or max_concurrency < 1 or max_body_bytes < 1:
             raise ValueError("timeout, max_concurrency and max_body_bytes must be positive")
@@ -63,6 +67,7 @@ class SyncClient:
         self._max_concurrency = max_concurrency
         self._max_body_bytes = max_body_bytes
         self._backoff = PeerBackoff(backoff_base, backoff_max, rng or random.Random(), clock)
+        self._channel = channel
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -91,30 +96,44 @@ class SyncClient:
         """POST a sync request to the peer at ``url``; its 200 reply body.
 
         PeerUnavailableError if the peer cannot be reached, times out, or
-        answers with anything but a bounded msgpack 200. Either way the
-        outcome feeds the peer's backoff; a cancelled exchange does not.
-        ValueError, with no request sent, if ``body`` is larger than a peer accepts.
+        answers with anything but a bounded msgpack 200 (sealed, with a
+        channel, and authentic). Either way the outcome feeds the peer's
+        backoff; a cancelled exchange does not. ValueError, with no request
+        sent, if ``body`` is larger than a peer accepts.
         """
         peer = normalize_url(url)
         if len(body) > self._max_body_bytes:
             raise ValueError(f"a body of {len(body)} bytes exceeds {self._max_body_bytes}")
-        headers = {"Content-Type": MSGPACK, "Accept": MSGPACK, "Accept-Encoding": "identity"}
+        channel = self._channel
+        kind = MSGPACK if channel is None else SEALED
+        headers = {"Content-Type": kind, "Accept": kind, "Accept-Encoding": "identity"}
+        request = b""
+        if channel is not None:
+            body, request = channel.seal_request(body)
         try:
             reply = await self._request(
-                "POST", peer + SYNC_PATH, body=body, headers=headers, content_type=MSGPACK
+                "POST", peer + SYNC_PATH, body=body, headers=headers, content_type=kind
             )
+            if channel is not None:
+                reply = _opened(channel, reply, request, peer)
         except PeerUnavailableError:
             self._backoff.failure(peer)
             raise
         self._backoff.success(peer)
         return reply
 
-    async def get_json(self, url: str, path: str) -> Any:
-        """GET a JSON document from a peer (status, dumps, tests); no effect on backoff."""
+    async def get_json(self, url: str, path: str, *, token: str | None = None) -> Any:
+        """GET a JSON document from a peer (status, dumps, tests); no effect on backoff.
+
+        ``token`` is sent as ``Authorization: Bearer``: a node with a secret
+        serves its state and metrics only to the cluster key's token.
+        """
         if not path.startswith("/"):
             raise ValueError(f"path {path!r} must start with '/'")
         peer = normalize_url(url)
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         data = await self._request(
             "GET", peer + path, body=None, headers=headers, content_type=None
         )
@@ -179,3 +198,11 @@ class SyncClient:
             return await read_bounded(response.content, limit)
         except BodyTooLargeError:
             raise PeerUnavailableError(f"{where}: reply larger than {limit} bytes") from None
+
+
+def _opened(channel: Channel, data: bytes, request: bytes, peer: str) -> bytes:
+    """The body of a sealed reply to ``request``; PeerUnavailableError if it is not authentic."""
+    try:
+        return channel.open_response(data, request)
+    except AuthenticationError as exc:
+        raise PeerUnavailableError(f"{peer}{SYNC_PATH}: reply refused: {exc}") from None

@@ -13,6 +13,10 @@ from multidict import MultiMapping
 
 MSGPACK = "application/x-msgpack"
 """The content type of sync requests and responses."""
+SEALED = "application/x-agentsync-sealed"
+"""The content type of sync bodies in an envelope (``agentsync.security``), when the
+cluster has a secret: a node with a secret refuses plain bodies and one without
+refuses sealed ones, each saying so, rather than failing to decode them."""
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Prometheus' text exposition format."""
 
