@@ -1,9 +1,12 @@
 """Finding peers on the local network with mDNS/DNS-SD (python-zeroconf).
 
 A node registers ``_agentsync._tcp.local.`` with TXT keys ``id`` (its node
-id), ``cluster`` and ``proto`` (the sync protocol version), browses for the
-same type, and reports each service of its own cluster and protocol, other
-than itself, as a ``Discovered`` with one URL per address.
+id), ``cluster`` and ``proto`` (the sync protocol version), and ``keyfp``,
+the public fingerprint of its primary key when its cluster has a secret. It
+browses for the same type, and reports each service of its own cluster and
+protocol, other than itself, whose fingerprint it accepts (one of its own
+keys', or none when it has no key), as a ``Discovered`` with one URL per
+address.
 
 Every record is an untrusted hint: anyone on the link can announce one, and
 spoofing works (a rogue that skips probing takes over a live peer's
@@ -28,7 +31,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -72,9 +75,16 @@ MAX_PROTO_DIGITS = 6
 """The most digits a protocol version may have."""
 MAX_URLS = 16
 """The most addresses, hence URLs, one service may report."""
+MAX_FINGERPRINT_CHARS = 64
+"""The longest key fingerprint in a TXT record (ours has 12 hex digits)."""
 
 _TXT_KEYS = ("id", "cluster", "proto")
-_TXT_LIMITS = {"id": MAX_ID_CHARS, "cluster": MAX_CLUSTER_CHARS, "proto": MAX_PROTO_DIGITS}
+_TXT_LIMITS = {
+    "id": MAX_ID_CHARS,
+    "cluster": MAX_CLUSTER_CHARS,
+    "proto": MAX_PROTO_DIGITS,
+    "keyfp": MAX_FINGERPRINT_CHARS,
+}
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 _NOT_LABEL_CHARS = re.compile(r"[^A-Za-z0-9-]+")
 _INSTANCE_SLUG_CHARS = 40
@@ -93,6 +103,8 @@ class Discovered:
 
     IPv6 hosts are bracketed (link-local ones with their scope).
     """
+    fingerprint: str | None = None
+    """The public fingerprint of the key it announces, None if it has no secret."""
 
 
 def check_name(name: object) -> str:
@@ -118,12 +130,12 @@ def check_port(port: object) -> int:
 
 
 def parse_txt(text: object) -> dict[str, str]:
-    """The ``id``, ``cluster`` and ``proto`` values of a raw TXT record; else DecodeError.
+    """The ``id``, ``cluster``, ``proto`` and ``keyfp`` values of a TXT record; else DecodeError.
 
     The record must be small, every string printable ASCII, no key twice
-    (keys compare case-insensitively) and the three keys present with
-    values of bounded size; ``proto`` is decimal digits. Unknown keys are
-    ignored, so that a later version may add some.
+    (keys compare case-insensitively) and the three first keys present with
+    values of bounded size (``keyfp`` is optional); ``proto`` is decimal
+    digits. Unknown keys are ignored, so that a later version may add some.
     """
     if not isinstance(text, bytes):
         raise DecodeError("TXT record is not bytes")
@@ -226,14 +238,22 @@ def _interfaces(adapter: ifaddr.Adapter) -> list[ipaddress.IPv4Interface | ipadd
 
 
 def parse_service(
-    info: ServiceInfo, *, cluster: str, own_id: str, networks: Iterable[Network] = ()
+    info: ServiceInfo,
+    *,
+    cluster: str,
+    own_id: str,
+    networks: Iterable[Network] = (),
+    fingerprints: Collection[str] = (),
 ) -> Discovered | None:
     """The peer a resolved service announces, or None if it is malformed, foreign or this node.
 
-    Its URLs put the addresses on ``networks`` (this host's) first.
+    Its URLs put the addresses on ``networks`` (this host's) first. A peer
+    is foreign too when its key fingerprint is not one of ``fingerprints``
+    (this node's keys'), or when it has one and this node has none: such a
+    peer could not authenticate with it.
 
-    Malformed records are logged at INFO, services of another cluster or
-    protocol and this node's own at DEBUG.
+    Malformed records are logged at INFO, services of another cluster,
+    protocol or key and this node's own at DEBUG.
     """
     try:
         name = check_name(info.name)
@@ -255,7 +275,14 @@ def parse_service(
             proto,
         )
         return None
-    return Discovered(node_id=txt["id"], cluster=txt["cluster"], proto=proto, urls=urls)
+    fingerprint = txt.get("keyfp")
+    if not (fingerprint in fingerprints if fingerprints else fingerprint is None):
+        log.debug("mDNS: ignoring service %r: node %r announces key fingerprint %r, not ours",
+                  name, txt["id"], fingerprint)  # fmt: skip
+        return None
+    return Discovered(
+        node_id=txt["id"], cluster=txt["cluster"], proto=proto, urls=urls, fingerprint=fingerprint
+    )
 
 
 class ReportGate:
@@ -298,7 +325,10 @@ class MdnsDiscovery:
     ``on_found`` runs on the event loop for each valid peer, again when it
     re-announces or changes (at most once per ``REPORT_INTERVAL`` per
     service). Without ``addresses``, every non-loopback address of the
-    host (of the ``ip_version`` chosen) is announced.
+    host (of the ``ip_version`` chosen) is announced. ``fingerprint`` is
+    announced as ``keyfp``; ``fingerprints`` gives the ones accepted from
+    peers (by default ``fingerprint`` alone), asked afresh for each peer,
+    so that a key installed during a rotation counts at once.
     """
 
     def __init__(
@@ -311,20 +341,19 @@ class MdnsDiscovery:
         addresses: Sequence[str] | None = None,
         interfaces: Interfaces = InterfaceChoice.All,
         ip_version: IPVersion = IPVersion.All,
+        fingerprint: str | None = None,
+        fingerprints: Callable[[], Collection[str]] | None = None,
     ) -> None:
-        properties = {"id": node_id, "cluster": cluster, "proto": str(PROTOCOL_VERSION)}
-        name = f"{_instance_label(node_id)}.{SERVICE_TYPE}"
-        try:  # what peers would refuse is refused here
-            self._info = AsyncServiceInfo(
-                SERVICE_TYPE, name, port=check_port(port), properties=properties
-            )
-            parse_txt(self._info.text)
-        except ValueError as exc:  # DecodeError, or a TXT string over 255 bytes
-            raise ValueError(f"cannot announce this node over mDNS: {exc}") from None
+        self._info = _service_info(
+            f"{_instance_label(node_id)}.{SERVICE_TYPE}", node_id, cluster, port, fingerprint
+        )
         if addresses is not None:
             addresses = [ipaddress.ip_address(address).compressed for address in addresses]
         self.node_id = node_id
         self.cluster = cluster
+        self.fingerprint = fingerprint
+        self._port = port
+        self._fingerprints = fingerprints or (lambda: () if fingerprint is None else (fingerprint,))
         self._on_found = on_found
         self._addresses = addresses
         self._interfaces = interfaces
@@ -335,6 +364,7 @@ class MdnsDiscovery:
         self._registered = False
         self._following: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        self._updating: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
@@ -369,10 +399,37 @@ class MdnsDiscovery:
             await self.stop()
             raise
 
+    def announce(self, fingerprint: str | None) -> None:
+        """Announce ``fingerprint`` from now on (after a rotation's ``use``); on the loop.
+
+        ValueError if peers would refuse the record. The TXT record is
+        updated in the background once registered; a later call supersedes it.
+        """
+        info = _service_info(self.name, self.node_id, self.cluster, self._port, fingerprint)
+        info.addresses = self._info.addresses
+        info.set_server_if_missing()  # as registering does; updating asserts it
+        self._info, self.fingerprint = info, fingerprint
+        if self._aiozc is not None and self._registered and self._updating is None:
+            self._updating = asyncio.get_running_loop().create_task(self._update())
+
+    async def _update(self) -> None:
+        """Send the TXT record until what went out is the latest one asked for."""
+        try:
+            sent = None
+            while self._aiozc is not None and self._registered and sent is not self._info:
+                sent = self._info
+                await (await self._aiozc.async_update_service(sent))
+        except Exception:  # the old record stays up: peers with the new key only skip it
+            log.exception("mDNS: updating the TXT record failed")
+        finally:
+            self._updating = None
+
     async def stop(self) -> None:
         """Stop following services, say goodbye and close the sockets; idempotent."""
         self._stopped = True
         following = list(self._following.values())
+        if self._updating is not None:
+            following.append(self._updating)
         self._following.clear()
         self._again.clear()
         for task in following:
@@ -452,8 +509,9 @@ class MdnsDiscovery:
             log.debug("mDNS: service %r did not resolve", name)
             return None
         return parse_service(
-            info, cluster=self.cluster, own_id=self.node_id, networks=local_networks()
-        )
+            info, cluster=self.cluster, own_id=self.node_id, networks=local_networks(),
+            fingerprints=self._fingerprints(),
+        )  # fmt: skip
 
 
 def listen_interfaces(ip_version: IPVersion = IPVersion.All) -> list[str | int]:
@@ -504,6 +562,21 @@ def local_addresses(
             and not (ip.is_loopback or ip.is_unspecified or ip.is_multicast)
         )
     return sorted(dict.fromkeys(found), key=lambda address: ":" in address)
+
+
+def _service_info(
+    name: str, node_id: str, cluster: str, port: int, fingerprint: str | None
+) -> AsyncServiceInfo:
+    """The service this node registers; ValueError if peers would refuse its record."""
+    properties = {"id": node_id, "cluster": cluster, "proto": str(PROTOCOL_VERSION)}
+    if fingerprint is not None:
+        properties["keyfp"] = fingerprint
+    try:
+        info = AsyncServiceInfo(SERVICE_TYPE, name, port=check_port(port), properties=properties)
+        parse_txt(info.text)
+    except ValueError as exc:  # DecodeError, or a TXT string over 255 bytes
+        raise ValueError(f"cannot announce this node over mDNS: {exc}") from None
+    return info
 
 
 def _instance_label(node_id: str) -> str:

@@ -326,6 +326,39 @@ def test_parse_service_drops_and_logs_malformed_records(
     assert [r.levelno for r in caplog.records if "dropping" in r.message] == [logging.INFO]
 
 
+@pytest.mark.parametrize(
+    ("announced", "ours", "taken"),
+    [
+        (None, (), True),
+        ("a1b2c3d4e5f6", ("a1b2c3d4e5f6",), True),
+        ("a1b2c3d4e5f6", ("000000000000", "a1b2c3d4e5f6"), True),  # any installed key
+        ("a1b2c3d4e5f6", ("000000000000",), False),  # another key
+        (None, ("a1b2c3d4e5f6",), False),  # no key while we have one
+        ("a1b2c3d4e5f6", (), False),  # a key while we have none
+    ],
+)
+def test_parse_service_takes_only_peers_announcing_one_of_our_key_fingerprints(
+    announced: str | None, ours: tuple[str, ...], taken: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    properties = GOOD_TXT if announced is None else {**GOOD_TXT, "keyfp": announced}
+    with caplog.at_level(logging.DEBUG, logger="agentsync.discovery"):
+        found = parse_service(info(properties=properties), cluster="blue", own_id="me",
+                              fingerprints=ours)  # fmt: skip
+    assert (found is not None) is taken
+    if found is not None:
+        assert found.fingerprint == announced
+    else:
+        assert any("key fingerprint" in r.message for r in caplog.records)
+
+
+def test_parse_txt_bounds_the_fingerprint() -> None:
+    assert parse_txt(GOOD_RAW + txt(b"keyfp=" + b"f" * 64))["keyfp"] == "f" * 64
+    with pytest.raises(DecodeError):
+        parse_txt(GOOD_RAW + txt(b"keyfp=" + b"f" * 65))
+    with pytest.raises(DecodeError):
+        parse_txt(GOOD_RAW + txt(b"keyfp="))
+
+
 def test_parse_service_keeps_the_good_addresses_of_a_mixed_record() -> None:
     found = parse(info(addresses=("127.0.0.1", "fe80::1", "10.1.2.3", "224.0.0.1")))
     assert found is not None
@@ -656,12 +689,14 @@ asyncio.run(main())
 class Peer:
     """One discovery process on a host, and what it printed."""
 
-    def __init__(self, hosts: Hosts, host: int, node_id: str, cluster: str) -> None:
+    def __init__(
+        self, hosts: Hosts, host: int, node_id: str, cluster: str, *args: str, script: str = SCRIPT
+    ) -> None:
         self.node_id = node_id
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         proc = hosts.run(
             host,
-            [sys.executable, "-c", SCRIPT, node_id, cluster],
+            [sys.executable, "-c", script, node_id, cluster, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -751,6 +786,58 @@ def test_hosts_on_two_bridges_meet_only_the_router(netns_hosts: Callable[..., Ho
     assert seen["n1"][0] == f"http://{hosts.addr(1)}:7000"
     assert seen["n3"][0] == f"http://{hosts.addr(3)}:7000"
     assert hosts.addr(1).rsplit(".", 1)[0] != hosts.addr(3).rsplit(".", 1)[0]  # two subnets
+
+
+KEYED_SCRIPT = """
+import asyncio, json, sys
+from agentsync.discovery.mdns import MdnsDiscovery
+from agentsync.security import Keyring
+
+async def main():
+    node_id, cluster, secret, later = sys.argv[1:5]
+    ring = Keyring(secret.encode() * 4, cluster=cluster) if secret != "-" else None
+    found = lambda d: print(json.dumps({"event": "found", "id": d.node_id, "urls": d.urls}),
+                            flush=True)
+    discovery = MdnsDiscovery(
+        node_id=node_id, cluster=cluster, port=7000, on_found=found,
+        fingerprint=ring.primary.fingerprint if ring else None,
+        fingerprints=(lambda: ring.fingerprints) if ring else None,
+    )
+    await discovery.start()
+    print(json.dumps({"event": "started"}), flush=True)
+    if later != "-":  # a rotation: install and use another key, then announce it
+        ring.install(later.encode() * 4)
+        ring.use(later.encode() * 4)
+        discovery.announce(ring.primary.fingerprint)
+        print(json.dumps({"event": "rotated"}), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def keyed(hosts: Hosts, host: int, secret: str, later: str = "-") -> Peer:
+    """A discovery process with a key (its secret is ``secret`` * 4, or none for "-")."""
+    return Peer(hosts, host, f"n{host}", "blue", secret, later, script=KEYED_SCRIPT)
+
+
+@pytest.mark.netns
+def test_peers_with_another_key_or_none_are_skipped_until_they_announce_ours(
+    netns_hosts: Callable[..., Hosts],
+) -> None:
+    """n1 and n2 share key A; n3 has none; n4 has key B, then rotates to A and re-announces."""
+    hosts = netns_hosts(4)
+    peers = [keyed(hosts, 1, "aaaa"), keyed(hosts, 2, "aaaa"), keyed(hosts, 3, "-"),
+             keyed(hosts, 4, "bbbb", later="aaaa")]  # fmt: skip
+    n1, n2, n3, n4 = peers
+    wait_for(lambda: "n2" in n1.found() and "n1" in n2.found(), peers, "n1 and n2 to meet")
+    wait_for(lambda: bool(n4.events("rotated")), peers, "n4 to rotate to key A")
+    wait_for(lambda: "n4" in n1.found() and "n4" in n2.found(), peers, "n4's new record")
+    assert "n3" not in n1.found()
+    assert "n3" not in n2.found()
+    assert set(n3.found()) == set()  # keyed peers are not taken by a node without a key
+    assert "n3" not in n4.found()
+    assert all(p.proc.poll() is None for p in peers)
 
 
 STUBBORN = """
