@@ -45,6 +45,7 @@ from agentsync.discovery.membership import (
 )
 from agentsync.errors import DecodeError, ForgedDotsError, PeerUnavailableError, ProtocolError
 from agentsync.handles import Container, H, Handle, Path
+from agentsync.security import Channel, Keyring, Secret
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
 from agentsync.sync.engine import SyncMetrics
@@ -118,6 +119,11 @@ class Node(Container):
     that is refused when it returns and starts anew from its peers' state,
     losing its writes no peer had: take ``prune_after`` above the longest
     time an agent stays offline (``docs/crdts.md``, "Pruning").
+    ``secret`` (bytes, at least 16, or a str passphrase) is the cluster's
+    shared secret: every exchange is then sealed, authenticated and
+    replay-checked, state and metrics need the key's bearer token, and mDNS
+    takes only peers of the same key (``docs/security.md``); rotate it at
+    runtime with ``node.keyring`` (install, use, remove).
     """
 
     def __init__(
@@ -136,7 +142,10 @@ class Node(Container):
         membership: MembershipConfig | None = None,
         durability: Durability = "full",
         pruning: PruningConfig | None = None,
+        secret: Secret | None = None,
     ) -> None:
+        self.keyring = Keyring(secret, cluster=cluster) if secret is not None else None
+        """The cluster's keys when it has a secret (rotate them here), else None."""
         _check_arguments(
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
@@ -153,6 +162,8 @@ class Node(Container):
         node_id = stored.node_id if stored is not None else node_id
         node_id = node_id or f"node-{secrets.token_hex(4)}"
         self.node_id = node_id
+        self._channel = Channel(self.keyring, node_id) if self.keyring is not None else None
+        self._auth_failures = 0
         self.cluster = cluster
         self.host = host
         self.port = port
@@ -185,14 +196,18 @@ class Node(Container):
         self._url: str | None = None
         self._thread: threading.Thread | None = None
         self._mdns: MdnsDiscovery | None = None
+        self._add_first_members(peers, seed_urls, stored)
+        self._members_saved: list[tuple[str, str | None, str]] = []
+
+    def _add_first_members(self, peers: list[str], seeds: list[str], stored: Stored | None) -> None:
+        """The given peers and seeds, and the members a stored node knew (if it learns)."""
         for url in peers:
             self.add_peer(url)
-        for url in seed_urls:
+        for url in seeds:
             self._add_member(url, "seed")
         if self._learns and stored is not None:  # the peers it knew, tried first again
             for url, member_id, _ in stored.members:  # learned now: forgotten if they stay dead
                 self._add_member(url, "exchange", member_id)
-        self._members_saved: list[tuple[str, str | None, str]] = []
 
     def _resume(self, stored: Stored | None) -> ORMap:
         """The replica to start from: the stored one, or an empty one; its id saved.
@@ -279,8 +294,8 @@ class Node(Container):
                 self._log_batch()
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
-        server = SyncServer(self, host=self.host, port=self.port)
-        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S)
+        server = SyncServer(self, host=self.host, port=self.port, channel=self._channel)
+        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S, channel=self._channel)
         try:
             await server.start()
             await client.start()
@@ -657,6 +672,7 @@ class Node(Container):
                     self._noted(transition)
                 due = self._membership.due(now, limit=PROBES_PER_TICK)
                 store = self._store
+                self._reannounce()
                 if store is not None:
                     self._save_members(store)
                     # Not inside a batch: its writes are not logged until it
@@ -668,6 +684,13 @@ class Node(Container):
                     probe = asyncio.create_task(self._exchange(url), name=f"agentsync-probe-{url}")
                     self._probes.add(probe)
                     probe.add_done_callback(self._probed)
+
+    def _reannounce(self) -> None:
+        """After a rotation's ``use``, announce the new primary key's fingerprint over mDNS."""
+        mdns, keyring = self._mdns, self.keyring
+        fingerprint = keyring.primary.fingerprint if keyring is not None else None
+        if mdns is not None and mdns.fingerprint != fingerprint:
+            mdns.announce(fingerprint)
 
     async def _prune_forever(self) -> None:
         """Every ``pruning.interval``: one prune step; an unexpected error is logged, not fatal."""
@@ -785,10 +808,13 @@ class Node(Container):
         if self._url is not None and is_loopback(self._url):
             log.warning("mDNS: this node serves %s, which no other host can reach; "
                         "bind host='0.0.0.0' to be found", self._url)  # fmt: skip
+        keyring = self.keyring
         try:
             mdns = MdnsDiscovery(
                 node_id=self.node_id, cluster=self.cluster, port=self.port,
                 on_found=self._found, addresses=None if wildcard else [self.host],
+                fingerprint=keyring.primary.fingerprint if keyring is not None else None,
+                fingerprints=(lambda: keyring.fingerprints) if keyring is not None else None,
             )  # fmt: skip
         except ValueError as exc:
             log.warning("mDNS discovery is off: %s", exc)
@@ -1014,6 +1040,16 @@ class Node(Container):
         with self._lock:
             self._engine.metrics.errors += 1
 
+    def count_auth_failure(self) -> None:
+        """Count a request refused with 401: unauthenticated, forged, replayed or stale."""
+        with self._lock:
+            self._auth_failures += 1
+
+    @property
+    def auth_failures(self) -> int:
+        """Requests refused with 401 since this Node was made."""
+        return self._auth_failures
+
     def health(self) -> dict[str, Any]:
         """Liveness and peers, for ``GET /v1/health`` and ``agentsync status``."""
         client = self._client
@@ -1077,6 +1113,12 @@ class Node(Container):
                     "counter",
                     "Messages refused for claiming dots this replica never issued.",
                     m.forged,
+                ),
+                (
+                    "auth_failures_total",
+                    "counter",
+                    "Requests refused with 401: unauthenticated, forged, replayed or stale.",
+                    self._auth_failures,
                 ),
                 ("peers", "gauge", "Known peers.", len(self._membership)),
                 (

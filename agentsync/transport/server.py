@@ -6,6 +6,10 @@ types are refused, and an unexpected exception becomes a 500, never a crash.
 A flood is refused before any body is read: each connection and each
 request must pass the ``limits.Gate`` (per remote address and in total), or
 is answered 429 or 503 with a ``Retry-After`` and closed.
+With a ``Channel`` (a cluster secret), a sync body is opened and checked
+before the handler sees a byte of it, and anything unauthenticated gets a
+401: a plain body, a failed envelope, a replay, or a read of the state or
+metrics without the key's bearer token. Health then says only "alive".
 The handler (the Node) does the protocol work, synchronously: it is CPU
 work with no await inside, so it runs on the event loop, one call at a time.
 """
@@ -19,7 +23,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from agentsync.errors import ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.errors import AuthenticationError, ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.security import Channel
 from agentsync.transport.limits import Gate, Limits, Refusal, remote_key
 from agentsync.transport.urls import base_url
 from agentsync.transport.wire import (
@@ -28,6 +33,7 @@ from agentsync.transport.wire import (
     METRICS_CONTENT_TYPE,
     METRICS_PATH,
     MSGPACK,
+    SEALED,
     STATE_PATH,
     SYNC_PATH,
     BodyTooLargeError,
@@ -73,10 +79,14 @@ class SyncHandler(Protocol):
     def count_error(self) -> None:
         """Count one request the transport refused itself.
 
-        That is 404, 405, 408, 413, 415, a body cut short by a lost connection,
-        500, and a connection or request over the limits (429, 503). Refusals
-        the handler raised (400, 409) are not reported here.
+        That is 401, 404, 405, 408, 413, 415, a body cut short by a lost
+        connection, 500, and a connection or request over the limits (429,
+        503). Refusals the handler raised (400, 409) are not reported here.
         """
+        ...
+
+    def count_auth_failure(self) -> None:
+        """Count one request refused with 401 (``count_error`` counts it too)."""
         ...
 
 
@@ -104,6 +114,7 @@ class SyncServer:
         body_timeout: float = 10.0,
         access_log: bool = False,
         limits: Limits | None = None,
+        channel: Channel | None = None,
     ) -> None:
         if max_body_bytes < 1 or body_timeout <= 0:
             raise ValueError("max_body_bytes and body_timeout must be positive")
@@ -113,6 +124,7 @@ class SyncServer:
         self._max_body_bytes = max_body_bytes
         self._body_timeout = body_timeout
         self._access_log = access_log
+        self._channel = channel
         self.gate = Gate(limits)
         """What each remote address holds now, and the limits it is held to."""
         self._runner: web.AppRunner | None = None
@@ -197,6 +209,10 @@ class SyncServer:
             response = web.Response(status=status, text=reason)
             if retry_after is not None:
                 response.headers["Retry-After"] = str(retry_after)
+            if status == 401:
+                self._handler.count_auth_failure()
+                response.headers["WWW-Authenticate"] = 'Bearer realm="agentsync"'
+
             if close:
                 response.force_close()
             return response
@@ -205,19 +221,31 @@ class SyncServer:
 
     async def _sync(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
+        channel, header = self._channel, b""
+        if channel is not None:
+            try:
+                body, header = channel.open_request(body)
+            except AuthenticationError as exc:
+                raise _Refused(401, f"authentication failed: {exc}") from None
         try:
             reply = self._handler.handle_sync(body, remote=request.remote)
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except (DecodeError, ProtocolError) as exc:
             return web.Response(status=400, text=one_line(str(exc)))
-        return web.Response(body=reply, content_type=MSGPACK)
+        if channel is None:
+            return web.Response(body=reply, content_type=MSGPACK)
+        return web.Response(body=channel.seal_response(reply, header), content_type=SEALED)
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The request body, read only if it can be accepted, within the size and time bounds."""
         if not identity_encoded(request.headers):
             raise _Refused(415, "compressed bodies are refused; send Content-Encoding identity")
-        if request.content_type != MSGPACK:
+        if self._channel is not None and request.content_type != SEALED:
+            raise _Refused(401, f"this node's cluster has a secret: send {SEALED} bodies")
+        if self._channel is None and request.content_type == SEALED:
+            raise _Refused(415, f"this node has no secret: send {MSGPACK}, not sealed bodies")
+        if self._channel is None and request.content_type != MSGPACK:
             raise _Refused(415, f"expected Content-Type {MSGPACK}")
         limit = self._max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -234,14 +262,30 @@ class SyncServer:
             ) from None
 
     async def _health(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):  # liveness only: no ids, peers or versions
+            return web.json_response({"alive": True})
         return web.json_response(self._handler.health())
 
     async def _state(self, request: web.Request) -> web.Response:
+        self._check_token(request)
         return web.json_response(self._handler.state_json())
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._check_token(request)
         text = self._handler.metrics_text()
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+    def _authorized(self, request: web.Request) -> bool:
+        """No secret, or ``Authorization: Bearer`` with an installed key's token."""
+        if self._channel is None:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and self._channel.keyring.accepts_token(token.strip())
+
+    def _check_token(self, request: web.Request) -> None:
+        if not self._authorized(request):
+            raise _Refused(401, "this node's cluster has a secret: send its key's bearer token")
 
 
 class _GatedSite(web.BaseSite):

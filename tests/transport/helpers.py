@@ -43,6 +43,7 @@ class FakeHandler:
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
         self.errors = 0
+        self.auth_failures = 0
         self.fail_with: Exception | None = None
 
     def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
@@ -62,6 +63,9 @@ class FakeHandler:
 
     def count_error(self) -> None:
         self.errors += 1
+
+    def count_auth_failure(self) -> None:
+        self.auth_failures += 1
 
 
 class FakeClock:
