@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest coverage bench clean
+.PHONY: demo test lint typecheck pytest coverage bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 	$(BIN)/agentsync demo
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check agentsync tests bench examples
+	$(BIN)/ruff check agentsync tests bench examples fuzz
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy --strict agentsync
@@ -44,6 +44,19 @@ bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/icde19.py --json bench/results/icde19.json
 	$(BIN)/python bench/durability.py --json bench/results/durability.json
 	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
+
+# The decode fuzz target for FUZZ_SECONDS, outside the default suite: under atheris where
+# a wheel installs, else under its pure-Python driver (it prints which). Crashes land in
+# fuzz/crashers/decode/, which tests/test_fuzz_regressions.py replays: commit them.
+FUZZ_SECONDS ?= 60
+
+$(VENV)/.fuzz-installed: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet 'atheris>=2.3' \
+		|| echo "atheris did not install here: make fuzz runs the pure-Python driver"
+	touch $@
+
+fuzz: $(VENV)/.installed $(VENV)/.fuzz-installed
+	$(BIN)/python -m fuzz.decode_target --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis
