@@ -103,6 +103,41 @@ def _fanout(text: str) -> int:
     return value
 
 
+def read_secret(path: str) -> bytes | str:
+    """The cluster secret in the file at ``path``; CliError if it is missing, empty or unusable.
+
+    A file of UTF-8 text is a passphrase, its surrounding whitespace (the
+    newline an editor adds) left out; any other file is a bytes secret, as
+    it is (``head -c 32 /dev/urandom > F``).
+    """
+    from agentsync.security import check_secret
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(64 << 10)
+    except OSError as exc:
+        raise CliError(f"cannot read the secret file {path}: {exc.strerror or exc}") from None
+    try:
+        secret: bytes | str = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        secret = data
+    if not secret:
+        raise CliError(f"the secret file {path} is empty")
+    try:
+        return check_secret(secret)
+    except ValueError as exc:
+        raise CliError(f"the secret file {path} holds no usable secret: {exc}") from None
+
+
+def _secret_file(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--secret-file",
+        metavar="F",
+        help=f"the cluster's shared secret (a passphrase, or a file of random bytes): "
+        f"{what} (docs/security.md)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="agentsync",
@@ -185,6 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
     )
+    _secret_file(serve, "every exchange is then sealed and authenticated")
     serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -204,6 +240,13 @@ def _parser() -> argparse.ArgumentParser:
             default=DEFAULT_TIMEOUT_S,
             metavar="S",
             help=f"seconds to wait for the node (default: {DEFAULT_TIMEOUT_S:g})",
+        )
+        _secret_file(sub, "needed to read a node whose cluster has one")
+        sub.add_argument(
+            "--cluster",
+            default="default",
+            help="with --secret-file: the node's cluster, which its keys depend on "
+            "(default: default)",
         )
 
     demo = commands.add_parser(
@@ -227,9 +270,12 @@ def _parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------
 
 
-async def fetch_json(url: str, paths: Sequence[str], timeout: float) -> list[Any]:
+async def fetch_json(
+    url: str, paths: Sequence[str], timeout: float, token: str | None = None
+) -> list[Any]:
     """GET each of ``paths`` from the node at ``url``, in turn; their JSON bodies.
 
+    ``token`` is the bearer token of a node whose cluster has a secret.
     Raises ``CliError`` saying what failed (no answer, a timeout, an HTTP
     error, a body that is not JSON or is larger than ``MAX_JSON_BYTES``).
     """
@@ -239,7 +285,7 @@ async def fetch_json(url: str, paths: Sequence[str], timeout: float) -> list[Any
     client = SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES)
     await client.start()
     try:
-        return [await client.get_json(url, path) for path in paths]
+        return [await client.get_json(url, path, token=token) for path in paths]
     except PeerUnavailableError as exc:
         raise CliError(f"cannot read {_one_line(exc)}") from None
     finally:
@@ -351,15 +397,24 @@ def format_dump(state: object) -> str:
 # ---------------------------------------------------------------------------
 
 
-async def _status(url: str, timeout: float) -> str:
-    health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout)
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token of ``--secret-file`` in ``--cluster``, or None without one."""
+    if args.secret_file is None:
+        return None
+    from agentsync.security import derive
+
+    return derive(read_secret(args.secret_file), args.cluster).token
+
+
+async def _status(url: str, timeout: float, token: str | None) -> str:
+    health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout, token)
     if not isinstance(health, dict) or not isinstance(state, dict):
         raise CliError(f"{url} answered JSON that is not a node's health and state")
     return format_status(health, state)
 
 
-async def _dump(url: str, timeout: float) -> str:
-    [state] = await fetch_json(url, ["/v1/state"], timeout)
+async def _dump(url: str, timeout: float, token: str | None) -> str:
+    [state] = await fetch_json(url, ["/v1/state"], timeout, token)
     return format_dump(state)
 
 
@@ -373,6 +428,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         stream=sys.stderr,
     )
 
+    secret = read_secret(args.secret_file) if args.secret_file is not None else None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -394,6 +450,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 durability=args.durability,
                 membership=MembershipConfig(remove_after=args.remove_after),
                 pruning=PruningConfig(prune_after=args.prune_after),
+                secret=secret,
             )
         except (ValueError, TypeError, StoreError) as exc:
             raise CliError(_one_line(exc)) from None
@@ -425,10 +482,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "serve":
         return asyncio.run(serve(args, out))
     if args.command == "status":
-        print(asyncio.run(_status(args.url, args.timeout)), file=out)
+        print(asyncio.run(_status(args.url, args.timeout, _token(args))), file=out)
         return 0
     if args.command == "dump":
-        print(asyncio.run(_dump(args.url, args.timeout)), file=out)
+        print(asyncio.run(_dump(args.url, args.timeout, _token(args))), file=out)
         return 0
     if args.command == "demo":
         from agentsync.demo import run

@@ -288,3 +288,56 @@ def test_a_data_dir_that_is_a_file_is_one_line_exit_2(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"agentsync serve: error: cannot use {blocker}: ")
+
+
+def test_serve_with_a_secret_file_seals_and_status_needs_it(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("a lab passphrase\n")
+    b = serve("--id", "b", "--cluster", "lab", "--secret-file", str(secret),
+              "--gossip-interval", INTERVAL)  # fmt: skip
+    a = serve("--id", "a", "--cluster", "lab", "--secret-file", str(secret),
+              "--gossip-interval", INTERVAL, "--peer", b.url)  # fmt: skip
+    args = ["--cluster", "lab", "--secret-file", str(secret)]
+
+    def a_sees_b_alive() -> bool:
+        done = cli("status", a.url, *args)
+        return done.returncode == 0 and re.search(rf"{re.escape(b.url)}\s+b\s+alive", done.stdout)
+
+    eventually(a_sees_b_alive, "a exchanges with b, sealed")
+    assert get_json(a.url, "/v1/health") == {"alive": True}  # nothing more without the token
+    for command in ("status", "dump"):
+        done = cli(command, a.url)
+        assert done.returncode == 2
+        assert "HTTP 401" in done.stderr and "bearer token" in done.stderr
+    wrong = cli("dump", a.url, "--secret-file", str(secret))  # the default cluster's key
+    assert wrong.returncode == 2 and "HTTP 401" in wrong.stderr
+    dumped = cli("dump", a.url, *args)
+    assert dumped.returncode == 0, dumped.stderr
+    assert json.loads(dumped.stdout)["node_id"] == "a"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "cannot read the secret file"),
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b"short\n", "no usable secret"),
+        (b"\xff" * 8, "no usable secret"),
+    ],
+    ids=["missing", "empty", "blank", "short-passphrase", "short-bytes"],
+)
+def test_a_bad_secret_file_is_one_line_exit_2(
+    content: bytes | None, fragment: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "secret"
+    if content is not None:
+        path.write_bytes(content)
+    for args in (["serve"], ["status", "127.0.0.1:9"], ["dump", "127.0.0.1:9"]):
+        done = cli(*args, "--secret-file", str(path))
+        assert done.returncode == 2, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert fragment in lines[0] and str(path) in lines[0]
