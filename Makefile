@@ -44,6 +44,7 @@ bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/icde19.py --json bench/results/icde19.json
 	$(BIN)/python bench/durability.py --json bench/results/durability.json
 	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
+	$(BIN)/python bench/security.py --json bench/results/security.json
 
 # The decode fuzz target for FUZZ_SECONDS, outside the default suite: under atheris where
 # a wheel installs, else under its pure-Python driver (it prints which). Crashes land in
