@@ -14,6 +14,7 @@ from agentsync.errors import (  # the Node imports __version__
     IntegerRangeError,
     PeerUnavailableError,
     ProtocolError,
+    ReadOnlyError,
 )
 from agentsync.node import Change, Node
 
@@ -27,5 +28,6 @@ __all__ = [
     "Node",
     "PeerUnavailableError",
     "ProtocolError",
+    "ReadOnlyError",
     "__version__",
 ]

@@ -57,3 +57,7 @@ class ForgedDotsError(ProtocolError):
         self.replica_id = replica_id
         self.claimed = claimed
         self.issued = issued
+
+
+class ReadOnlyError(AgentsyncError, PermissionError):
+    """A write to a read-only node (``Node(read_only=True)``): it only pulls state."""

@@ -25,7 +25,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -43,11 +43,18 @@ from agentsync.discovery.membership import (
     Source,
     Transition,
 )
-from agentsync.errors import DecodeError, ForgedDotsError, PeerUnavailableError, ProtocolError
+from agentsync.errors import (
+    DecodeError,
+    ForgedDotsError,
+    PeerUnavailableError,
+    ProtocolError,
+    ReadOnlyError,
+)
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.security import Channel, Keyring, Secret
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
+from agentsync.sync.acl import Acl
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
@@ -124,9 +131,14 @@ class Node(Container):
     replay-checked, state and metrics need the key's bearer token, and mDNS
     takes only peers of the same key (``docs/security.md``); rotate it at
     runtime with ``node.keyring`` (install, use, remove).
+    ``read_only`` makes an observer: it pulls its peers' state but never
+    sends a delta, and a write raises ReadOnlyError. ``acl`` says which
+    top-level names each peer may write here (``agentsync.sync.acl``):
+    ``{"peer-id-or-*": {"write": ["prefix*", "name"]}}``; a delta touching
+    another name is dropped, counted and logged (``docs/security.md``).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0915  # it wires every part; each step is one line
         self,
         node_id: str | None = None,
         *,
@@ -143,15 +155,19 @@ class Node(Container):
         durability: Durability = "full",
         pruning: PruningConfig | None = None,
         secret: Secret | None = None,
+        read_only: bool = False,
+        acl: Mapping[str, Mapping[str, Iterable[str]]] | None = None,
     ) -> None:
         self.keyring = Keyring(secret, cluster=cluster) if secret is not None else None
         """The cluster's keys when it has a secret (rotate them here), else None."""
         _check_arguments(
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
-            durability=durability, pruning=pruning,
+            durability=durability, pruning=pruning, read_only=read_only,
         )  # fmt: skip
         self._pruning = pruning or PruningConfig()
+        self.read_only = read_only
+        self._acl = Acl(acl) if acl is not None else None
         if isinstance(peers, str) or isinstance(seeds, str):
             raise TypeError("peers and seeds must be iterables of URLs, not one str")
         peers = list(peers)
@@ -232,8 +248,12 @@ class Node(Container):
         return f"{self.node_id}.{secrets.token_hex(8)}"
 
     def _new_engine(self, state: ORMap) -> SyncEngine:
-        engine = SyncEngine(self.node_id, cluster=self.cluster, state=state, pruning=self._pruning)
+        engine = SyncEngine(
+            self.node_id, cluster=self.cluster, state=state, pruning=self._pruning,
+            read_only=self.read_only, acl=self._acl,
+        )  # fmt: skip
         engine.on_merge = self._log_merge
+        engine.on_denied = _log_denied
         return engine
 
     def _resume_pruning(self, stored: Stored | None) -> None:
@@ -464,6 +484,8 @@ class Node(Container):
             return replica
 
     def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
+        if self.read_only:
+            raise ReadOnlyError(f"node {self.node_id} is read-only: it pulls state, never writes")
         with self._lock:
             delta = _update(self._engine.state, path, fn)
             if self._store is not None and not self._batch_depth:  # a batch's: as it ends
@@ -1115,6 +1137,12 @@ class Node(Container):
                     m.forged,
                 ),
                 (
+                    "sync_denied_total",
+                    "counter",
+                    "Received deltas dropped for names their sender may not write.",
+                    m.denied,
+                ),
+                (
                     "auth_failures_total",
                     "counter",
                     "Requests refused with 401: unauthenticated, forged, replayed or stale.",
@@ -1140,7 +1168,7 @@ class Node(Container):
 
 def _check_arguments(
     node_id: object, *, host: object, port: object, gossip_interval: object, fanout: object,
-    discovery: object, durability: object, pruning: object,
+    discovery: object, durability: object, pruning: object, read_only: object,
 ) -> None:  # fmt: skip
     """Refuse a bad constructor argument with a clear error, before anything starts."""
     if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
@@ -1157,6 +1185,8 @@ def _check_arguments(
         raise ValueError("fanout must be an int >= 1")
     if type(discovery) is not bool:
         raise TypeError("discovery must be a bool")
+    if type(read_only) is not bool:
+        raise TypeError("read_only must be a bool")
     if durability not in DURABILITIES:
         raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
     if pruning is not None and not isinstance(pruning, PruningConfig):
@@ -1177,6 +1207,12 @@ def _unshared(engine: SyncEngine) -> str:
         return str(max(0, top - marker.up_to))
     held = max((p.vector.get(replica, 0) for p in engine.peers.values() if p.vector), default=0)
     return f"up to {max(0, top - held)}"
+
+
+def _log_denied(sender: str, names: frozenset[str]) -> None:
+    """Log a delta the ACL dropped: who sent it, and the names it may not write here."""
+    log.warning("dropped a delta from %s: it touches names it may not write here: %s",
+                sender, ", ".join(sorted(names)))  # fmt: skip
 
 
 def _log_forged(error: ForgedDotsError) -> None:

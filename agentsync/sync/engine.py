@@ -48,6 +48,7 @@ from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, check_replica_id
 from agentsync.errors import ClusterMismatchError, DecodeError, ForgedDotsError, ProtocolError
+from agentsync.sync.acl import Acl
 from agentsync.sync.buffer import DeltaBuffer, Entry
 from agentsync.sync.messages import (
     MAX_CLUSTER_CHARS,
@@ -104,6 +105,8 @@ class SyncMetrics:
     """Snapshots started because a peer had no usable ack."""
     forged: int = 0
     """Messages refused for claiming dots of this replica that it never issued."""
+    denied: int = 0
+    """Received deltas dropped whole for touching names their sender may not write."""
 
 
 @dataclass(slots=True)
@@ -222,6 +225,8 @@ class SyncEngine:
         bp: bool = True,
         rr: bool = True,
         pruning: PruningConfig | None = None,
+        read_only: bool = False,
+        acl: Acl | None = None,
     ) -> None:
         self.node_id = check_replica_id(node_id)
         if type(cluster) is not str or not 0 < len(cluster) <= MAX_CLUSTER_CHARS:
@@ -238,6 +243,12 @@ class SyncEngine:
         self.max_message_bytes = max_message_bytes
         self.bp = bp
         self.rr = rr
+        self.read_only = read_only
+        """Pull only: messages carry acks and news, never deltas, a context or a snapshot."""
+        self.acl = acl
+        """The names each sender may write here (None: every name)."""
+        self.on_denied: Callable[[str, frozenset[str]], None] | None = None
+        """Called with the sender and the forbidden names of each delta the ACL dropped."""
         self.metrics = SyncMetrics()
         self.pruning = Pruning(pruning)
         """The prune table, the replicas forgotten here and the Bloom filter of old ones."""
@@ -589,16 +600,35 @@ class SyncEngine:
             return frozenset()
         changed: Changed = frozenset()
         if message.deltas:
-            incoming = message.deltas[0]
-            if len(message.deltas) > 1:
-                incoming = incoming.copy()
-                for delta in message.deltas[1:]:
-                    incoming.merge(delta)
-            changed = self._apply(incoming, sender, message.deltas)
+            held = _join_checked(message.deltas)
+            kept = self._permitted(sender, message.deltas)
+            if kept:
+                incoming = held if len(kept) == len(message.deltas) else _join_checked(kept)
+                changed = self._apply(incoming, sender, kept)
             if not message.is_response:
-                self._held = incoming  # the requester holds it: cut the response by it
-        _raise_merged(peer, message.seq)
+                self._held = held  # the requester holds it all: cut the response by it
+        _raise_merged(peer, message.seq)  # dropped deltas too: they are never applied here
         return changed
+
+    def _permitted(self, sender: str, deltas: tuple[ORMap, ...]) -> tuple[ORMap, ...]:
+        """The deltas the ACL lets ``sender`` write here; the others are dropped whole.
+
+        Whole, context and all: the names share one context whose removal
+        dots are tied to no name, so a delta cut to its permitted names
+        could claim dots it never applied, or lose removals.
+        """
+        if self.acl is None:
+            return deltas
+        kept = []
+        for delta in deltas:
+            forbidden = self.acl.forbidden(sender, delta)
+            if not forbidden:
+                kept.append(delta)
+                continue
+            self.metrics.denied += 1
+            if self.on_denied is not None:
+                self.on_denied(sender, forbidden)
+        return tuple(kept)
 
     def _take_context(self, peer: PeerState, message: SyncMessage) -> Changed:
         theirs = message.context
@@ -649,7 +679,7 @@ class SyncEngine:
         except (DecodeError, ProtocolError):
             peer.wants_snapshot = True  # ask for another one
             raise
-        changed = self._apply(full, sender)
+        changed = self._apply(full, sender) if self._permitted(sender, (full,)) else frozenset()
         _raise_merged(peer, incoming.seq)
         return changed
 
@@ -674,7 +704,7 @@ class SyncEngine:
         self.state.merge(part)  # ClockSkewError: see _receive
         if self.on_merge is not None:
             self.on_merge(part)
-        if self._tracked:
+        if self._tracked and not self.read_only:  # an observer forwards nothing
             for forwarded, data in self._forwarded(part, incoming, pieces):
                 self._buffer.add(forwarded, origin, data)
         else:
@@ -776,7 +806,7 @@ class SyncEngine:
         if peer.pruned_you:
             return message
         try:
-            filled = self._fill(peer_id, peer, message, extra)
+            filled = message if self.read_only else self._fill(peer_id, peer, message, extra)
         finally:
             self._collect()
         told = peer.told_vector
@@ -967,6 +997,16 @@ def _joined(deltas: list[ORMap]) -> ORMap:
     for delta in deltas[1:]:
         group._absorb(delta)
     return group
+
+
+def _join_checked(deltas: tuple[ORMap, ...]) -> ORMap:
+    """The join of received deltas, checked as merged (ClockSkewError: see ``_receive``)."""
+    joined = deltas[0]
+    if len(deltas) > 1:
+        joined = joined.copy()
+        for delta in deltas[1:]:
+            joined.merge(delta)
+    return joined
 
 
 def _raise_merged(peer: PeerState, seq: int) -> None:
