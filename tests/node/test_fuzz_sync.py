@@ -4,7 +4,10 @@ Random bytes, and mutations of valid requests (bytes flipped, inserted,
 deleted, cut, spliced; msgpack items replaced): the answer is a 200 (a
 mutation can still be a valid message) or a 4xx, never a 5xx, a dropped
 connection or a hang; afterwards the node still converges with an honest
-peer. Derandomized and bounded, so it takes a few seconds and replays the
+peer. Each runs twice: in the clear, and with a cluster secret, where the
+fuzzer holds the key (a member sending garbage, sealed: it reaches the
+engine) and also mutates sealed requests (it must stop at the envelope's
+401). Derandomized and bounded, so it takes a few seconds and replays the
 same inputs on every run. The decode-only target, for longer runs, is
 ``fuzz/decode_target.py`` (``make fuzz``).
 """
@@ -24,13 +27,15 @@ from hypothesis import strategies as st
 
 from agentsync import Node
 from agentsync.errors import DecodeError
+from agentsync.security import Channel, Keyring
 from agentsync.sync import decode_message
-from agentsync.transport.wire import MSGPACK
+from agentsync.transport.wire import MSGPACK, SEALED
 from fuzz.decode_target import mutate, seeds
 from tests.node.helpers import converge, run
 
 VICTIM = "fuzz-b"
 """The seeds' requests are addressed to this node id (and some come from it)."""
+SECRET = b"fuzzing-secret-of-32-bytes-long!"
 FUZZ = settings(
     max_examples=300,
     derandomize=True,
@@ -40,11 +45,11 @@ FUZZ = settings(
 )
 
 
-def post(port: int, body: bytes) -> int:
+def post(port: int, body: bytes, kind: str) -> int:
     """POST one body to ``/v1/sync``; the status (an error if no answer within 5 s)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        connection.request("POST", "/v1/sync", body, {"Content-Type": MSGPACK})
+        connection.request("POST", "/v1/sync", body, {"Content-Type": kind})
         response = connection.getresponse()
         response.read()
         return response.status
@@ -53,16 +58,19 @@ def post(port: int, body: bytes) -> int:
 
 
 def answered_sanely(node: Node, body: bytes) -> None:
-    status = post(node.port, body)
+    status = post(node.port, body, MSGPACK if node.keyring is None else SEALED)
     event(f"HTTP {status}")  # --hypothesis-show-statistics shows how deep the inputs get
     assert status == 200 or 400 <= status < 500, f"{status} for {body[:64]!r}..."
 
 
-@pytest.fixture
-def nodes() -> Iterator[tuple[Node, Node]]:
+@pytest.fixture(params=[None, SECRET], ids=["clear", "secret"])
+def nodes(request: pytest.FixtureRequest) -> Iterator[tuple[Node, Node]]:
     """The fuzzed node and an honest peer, each on a loop in its own thread."""
-    victim = Node.start_background(VICTIM, gossip_interval=0.05)
-    honest = Node.start_background("honest", peers=[victim.url], gossip_interval=0.05)
+    secret = request.param
+    victim = Node.start_background(VICTIM, gossip_interval=0.05, secret=secret)
+    honest = Node.start_background(
+        "honest", peers=[victim.url], gossip_interval=0.05, secret=secret
+    )
     victim.add_peer(honest.url)
     try:
         yield victim, honest
@@ -77,7 +85,8 @@ def still_converges(victim: Node, honest: Node) -> None:
     honest.set("tags").add("honest")
     run(converge([victim, honest], "the fuzzed node converges with its honest peer"))
     assert victim.value["after"] == 1 and "honest" in victim.value["tags"]
-    assert errors > 0, "the fuzz reached the engine's refusals"
+    refused = errors + (victim.auth_failures if victim.keyring is not None else 0)
+    assert refused > 0, "the fuzz reached the node's refusals"
 
 
 @functools.cache
@@ -118,7 +127,14 @@ _ITEM = st.one_of(
 
 
 def _substitute(data: bytes, index: int, value: Any) -> bytes:
-    raw = list(msgpack.unpackb(data, raw=False))
+    try:
+        raw = list(msgpack.unpackb(data, raw=False))
+    except ValueError:  # a sealed envelope is no msgpack array: flip a byte instead
+        return (
+            data[: index % len(data)]
+            + bytes([data[index % len(data)] ^ 1])
+            + data[index % len(data) + 1 :]
+        )
     raw[index % len(raw)] = value
     return msgpack.packb(raw, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -127,6 +143,8 @@ def test_mutated_valid_requests_get_200_or_4xx(nodes: tuple[Node, Node]) -> None
     victim, honest = nodes
     valid = requests()
     assert len(valid) >= 6
+    keyring = victim.keyring
+    channel = None if keyring is None else Channel(Keyring(SECRET, cluster="default"), "fuzz-a")
 
     @FUZZ
     @given(
@@ -135,13 +153,18 @@ def test_mutated_valid_requests_get_200_or_4xx(nodes: tuple[Node, Node]) -> None
             st.tuples(st.just("bytes"), st.randoms(use_true_random=False)),
             st.tuples(st.just("field"), st.integers(0, 20), _ITEM),
         ),
+        st.booleans(),
     )
-    def fuzz(request: bytes, how: tuple[Any, ...]) -> None:
+    def fuzz(request: bytes, how: tuple[Any, ...], seal_first: bool) -> None:
+        if channel is not None and seal_first:
+            request = channel.seal_request(request)[0]  # the mutation hits the envelope
         if how[0] == "bytes":
             rng: random.Random = how[1]
             body = mutate(rng, request, valid)
         else:
             body = _substitute(request, how[1], how[2])
+        if channel is not None and not seal_first:
+            body = channel.seal_request(body)[0]  # a member's garbage: it reaches decode
         answered_sanely(victim, body)
 
     fuzz()
