@@ -133,8 +133,11 @@ def _secret_file(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--secret-file",
         metavar="F",
+        action="append",
+        dest="secret_files",
         help=f"the cluster's shared secret (a passphrase, or a file of random bytes): "
-        f"{what} (docs/security.md)",
+        f"{what}; repeat it while keys rotate: the first seals, every one opens "
+        f"(docs/security.md)",
     )
 
 
@@ -398,12 +401,18 @@ def format_dump(state: object) -> str:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    """The bearer token of ``--secret-file`` in ``--cluster``, or None without one."""
-    if args.secret_file is None:
+    """The bearer token of the first ``--secret-file`` in ``--cluster``, or None without one."""
+    secrets = _secrets(args)
+    if not secrets:
         return None
     from agentsync.security import derive
 
-    return derive(read_secret(args.secret_file), args.cluster).token
+    return derive(secrets[0], args.cluster).token
+
+
+def _secrets(args: argparse.Namespace) -> list[bytes | str]:
+    """The secrets of every ``--secret-file``, in order (each file checked, CliError if bad)."""
+    return [read_secret(path) for path in args.secret_files or ()]
 
 
 async def _status(url: str, timeout: float, token: str | None) -> str:
@@ -428,7 +437,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
         stream=sys.stderr,
     )
 
-    secret = read_secret(args.secret_file) if args.secret_file is not None else None
+    secrets = _secrets(args)
+    secret, installed = (secrets[0], secrets[1:]) if secrets else (None, [])
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -452,6 +462,9 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 pruning=PruningConfig(prune_after=args.prune_after),
                 secret=secret,
             )
+            for other in installed:  # a rotation under way: these open what peers seal
+                assert node.keyring is not None
+                node.keyring.install(other)
         except (ValueError, TypeError, StoreError) as exc:
             raise CliError(_one_line(exc)) from None
         try:

@@ -318,6 +318,29 @@ def test_serve_with_a_secret_file_seals_and_status_needs_it(
     assert json.loads(dumped.stdout)["node_id"] == "a"
 
 
+def test_serve_mid_rotation_seals_with_its_first_secret_file_and_opens_with_every_one(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """A rolling restart rotates a cluster of serve processes: old and new keys meet."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_text("the old lab passphrase\n")
+    new.write_text("the new lab passphrase\n")
+    b = serve("--id", "b", "--cluster", "lab", "--secret-file", str(new),
+              "--secret-file", str(old), "--gossip-interval", INTERVAL)  # fmt: skip
+    a = serve("--id", "a", "--cluster", "lab", "--secret-file", str(old),
+              "--secret-file", str(new), "--gossip-interval", INTERVAL,
+              "--peer", b.url)  # fmt: skip
+
+    def a_sees_b_alive() -> bool:
+        done = cli("status", a.url, "--cluster", "lab", "--secret-file", str(new))
+        return done.returncode == 0 and re.search(rf"{re.escape(b.url)}\s+b\s+alive", done.stdout)
+
+    eventually(a_sees_b_alive, "a (sealing with the old key) and b (the new one) exchange")
+    for secret in (old, new):  # either key's token reads either node
+        done = cli("dump", b.url, "--cluster", "lab", "--secret-file", str(secret))
+        assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
