@@ -197,6 +197,12 @@ class PeerState:
     pruned_you: bool = False
     """The peer's replica was pruned here: every message to it says so, and nothing of it
     is merged, until it comes back as a new incarnation (a new epoch)."""
+    observer: bool = False
+    """The peer is read-only (revision 1.3): it may ack a pruning but never own one."""
+
+
+_WRITER = PeerState()
+"""What an unknown peer is taken for: a node that may own a pruning."""
 
 
 class SyncEngine:
@@ -354,7 +360,9 @@ class SyncEngine:
 
         ``now``: monotonic seconds; ``members``: the node ids of every member
         not removed (alive, suspect or dead); ``alive``: those alive (all of
-        them if None), among which the lowest id starts pruning.
+        them if None), among which the lowest id starts pruning. An observer
+        never starts one, and is passed over as its owner: the owner's
+        collapse is a write that only a node sending deltas can spread.
         """
         pruning = self.pruning
         before = pruning.changes
@@ -364,9 +372,13 @@ class SyncEngine:
             for node_id, peer in self._peers.items()
             if peer.replica is not None and node_id in members
         )
+        owners = [
+            node_id for node_id in (members if alive is None else alive)
+            if not self._peers.get(node_id, _WRITER).observer
+        ]  # fmt: skip
         actions = pruning.step(
             now, me=self.node_id, mentioned=self.state.replica_ids(), live=live,
-            members=members, alive=members if alive is None else alive, tops=self.state._ctx._vv,
+            members=members, alive=owners, tops=self.state._ctx._vv, may_own=not self.read_only,
         )  # fmt: skip
         for replica_id in actions.perform:
             self._perform(replica_id)
@@ -509,6 +521,7 @@ class SyncEngine:
         if peer is None or peer.epoch not in (None, message.epoch):
             peer = PeerState()  # new, or restarted: it may hold less (kept only if accepted)
         peer.epoch = message.epoch
+        peer.observer = message.observer
         if message.replica is not None:
             peer.replica = message.replica
         if message.pruned_you and message.ack is not None and message.ack[0] == self.epoch:
@@ -800,7 +813,7 @@ class SyncEngine:
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
             replica=None if peer.knows_replica else self.state.replica_id,
-            refusals=self._refusals, pruned_you=peer.pruned_you, **news,
+            refusals=self._refusals, pruned_you=peer.pruned_you, observer=self.read_only, **news,
         )  # fmt: skip
         peer.rewind = False
         if peer.pruned_you:

@@ -9,7 +9,8 @@ exchange. It is a msgpack array of 13 to 17 items, documented in
 
 ``refusals`` and ``members`` came with revision 1.1 of protocol version 1,
 ``vector`` and ``prune`` (and the flag "pruned you") with revision 1.2 (all
-optional trailing items); a message of revision 1.0 has 13 items, and
+optional trailing items), the flag "observer" with revision 1.3 (set only by
+read-only nodes, which came with it); a message of revision 1.0 has 13 items, and
 decodes with ``refusals`` None and no members.
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
@@ -59,7 +60,8 @@ _RESPONSE = 1
 _REWIND = 2
 _KNOWS_REPLICA = 4
 _PRUNED_YOU = 8
-_FLAGS = _RESPONSE | _REWIND | _KNOWS_REPLICA | _PRUNED_YOU
+_OBSERVER = 16
+_FLAGS = _RESPONSE | _REWIND | _KNOWS_REPLICA | _PRUNED_YOU | _OBSERVER
 MAX_VECTOR = 4096
 """The most entries a reported version vector may have (revision 1.2)."""
 _FIELDS = 13
@@ -136,6 +138,8 @@ class SyncMessage:
     """The sender's prune table, when it changed since the sender last told it (1.2)."""
     pruned_you: bool = False
     """The receiver's replica was pruned here: it must start a new incarnation (1.2)."""
+    observer: bool = False
+    """The sender is read-only: it never sends a delta, so it must never own a pruning (1.3)."""
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -164,7 +168,8 @@ def encode_message(message: SyncMessage) -> bytes:
             (_RESPONSE if message.is_response else 0)
             | (_REWIND if message.rewind else 0)
             | (_KNOWS_REPLICA if message.knows_replica else 0)
-            | (_PRUNED_YOU if message.pruned_you else 0),
+            | (_PRUNED_YOU if message.pruned_you else 0)
+            | (_OBSERVER if message.observer else 0),
             message.sender,
             message.cluster,
             message.epoch,
@@ -233,6 +238,7 @@ def decode_message(data: bytes) -> SyncMessage:
         rewind=bool(flags & _REWIND),
         knows_replica=bool(flags & _KNOWS_REPLICA),
         pruned_you=bool(flags & _PRUNED_YOU),
+        observer=bool(flags & _OBSERVER),
         base=read_count(base, 0, "base"),
         replica=None if rid is None else read_name(rid, "replica"),
         refusals=refusals,

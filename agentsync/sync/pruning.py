@@ -245,6 +245,7 @@ class Pruning:
         members: Collection[str],
         alive: Collection[str],
         tops: Mapping[str, int] | None = None,
+        may_own: bool = True,
     ) -> Actions:
         """Decide what to init, ack, perform and expire; return what to do to the state.
 
@@ -255,6 +256,7 @@ class Pruning:
         state's version vector. A replica whose entry in it grew since the
         last step is still writing, whatever membership says (a node nobody
         counts as a member, behind a relay): its departure clock starts again.
+        Without ``may_own`` (an observer) this node only acks: it starts no round.
         """
         config = self.config
         since = self._departed_since
@@ -272,7 +274,7 @@ class Pruning:
             since.setdefault(replica_id, now)
         ripe = {r for r in departed if now - since[r] >= config.prune_after}
         everyone = frozenset(members) | {me}
-        initiator = me <= min(alive, default=me)
+        initiator = may_own and me <= min(alive, default=me)
         perform: list[str] = []
         for replica_id in sorted(ripe | set(self.table)):
             marker = self.table.get(replica_id)

@@ -151,6 +151,32 @@ def test_a_departed_replica_is_pruned_everywhere_and_values_stay(seed: int) -> N
     net.check_writes()
 
 
+def test_an_observer_with_the_lowest_id_acks_but_never_owns_a_pruning() -> None:
+    """Its collapse would be a write it can never send: the lowest writer owns it instead."""
+    net = pruning_net(5)
+    net.run(12)
+    net.settle()
+    observer = net.ids[0]  # n00: the lowest id, which would start every round
+    net.engines[observer].read_only = True
+    gone = net.ids.pop()
+    rid = net.engines[gone].state.replica_id
+    for node_id in net.ids:
+        net.engines[node_id].forget(gone)
+    now = 0.0
+    for _ in range(12):
+        quiet_rounds(net, 1)
+        now += 1.0
+        step_all(net, now)
+    quiet_rounds(net)
+    for node_id in net.ids:
+        engine = net.engines[node_id]
+        assert rid not in engine.state.replica_ids(), f"{node_id} still mentions {rid}"
+        assert engine.peers[observer].observer if node_id != observer else engine.read_only
+    marker = net.engines[net.ids[1]].pruning.table[rid]
+    assert isinstance(marker, Performed) and marker.owner == net.ids[1]
+    assert net.equal()
+
+
 def test_two_concurrent_initiators_end_with_one_owner_and_counters_never_double() -> None:
     seed = 7
     net = pruning_net(seed)
