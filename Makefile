@@ -1,10 +1,11 @@
 # The two commands the README promises: `make demo` and `make test`.
+# `make docs` builds the site into site/.
 # Both create .venv on first use; nothing else needs to be installed beforehand.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest coverage bench fuzz clean
+.PHONY: demo test lint typecheck pytest docs coverage bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +36,11 @@ typecheck: $(VENV)/.dev-installed
 pytest: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest -n auto --cov=agentsync --cov-report=term
 
-test: lint typecheck pytest
+# --strict: a broken link, a missing page or a docstring griffe cannot read fails.
+docs: $(VENV)/.dev-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint typecheck pytest docs
 
 bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/crdt_ops.py --json bench/results/crdt_ops.json
@@ -60,4 +65,4 @@ fuzz: $(VENV)/.installed $(VENV)/.fuzz-installed
 	$(BIN)/python -m fuzz.decode_target --seconds $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage .hypothesis
