@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from agentsync.errors import AuthenticationError, ClusterMismatchError, DecodeError, ProtocolError
 from agentsync.security import Channel
-from agentsync.transport.limits import Gate, Limits, Refusal, remote_key
+from agentsync.transport.limits import Gate, Limits, Refusal, Turns, remote_key
 from agentsync.transport.urls import base_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -127,6 +127,7 @@ class SyncServer:
         self._channel = channel
         self.gate = Gate(limits)
         """What each remote address holds now, and the limits it is held to."""
+        self._turns = Turns()
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -169,6 +170,7 @@ class SyncServer:
         runner, self._runner, self._bound_port = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
+            await self._turns.close()
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._max_body_bytes, middlewares=[self._guard()])
@@ -221,6 +223,11 @@ class SyncServer:
 
     async def _sync(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
+        remote = request.remote
+        return await self._turns.run(remote_key(remote), lambda: self._answer(body, remote))
+
+    def _answer(self, body: bytes, remote: str | None) -> web.Response:
+        """Open, handle and seal one sync body: the CPU work, done in the sender's turn."""
         channel, header = self._channel, b""
         if channel is not None:
             try:
@@ -228,7 +235,7 @@ class SyncServer:
             except AuthenticationError as exc:
                 raise _Refused(401, f"authentication failed: {exc}") from None
         try:
-            reply = self._handler.handle_sync(body, remote=request.remote)
+            reply = self._handler.handle_sync(body, remote=remote)
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except (DecodeError, ProtocolError) as exc:
