@@ -50,6 +50,7 @@ bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/durability.py --json bench/results/durability.json
 	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
 	$(BIN)/python bench/security.py --json bench/results/security.json
+	$(BIN)/python bench/plots.py   # docs/img/bench/*.png from the JSON above: commit them
 
 # The decode fuzz target for FUZZ_SECONDS, outside the default suite: under atheris where
 # a wheel installs, else under its pure-Python driver (it prints which). Crashes land in
