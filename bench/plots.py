@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,21 @@ def _bars(ax: Axes, labels: list[str], series: dict[str, list[Any]]) -> None:
     ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
 
 
+def _strip(ax: Axes, groups: list[tuple[list[float], float]], each: str, mark: str) -> None:
+    """For group i at x = i: every value as a gray point, and one marked value as a diamond."""
+    for i, (values, marked) in enumerate(groups):
+        ax.scatter(
+            [i] * len(values), values, color="tab:gray", s=14, label=each if i == 0 else None
+        )
+        ax.scatter(i, marked, color="tab:blue", s=50, marker="D", label=mark if i == 0 else None)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+
+
+def _bar_line(ax: Axes, bar: float) -> None:
+    """The bar an issue set, as a dashed red line."""
+    ax.axhline(bar, color="tab:red", linestyle="--", label=f"bar: {bar}")
+
+
 def crdt_ops(report: dict[str, Any]) -> Figure:
     rows = [row for row in report["rows"] if row["unit"] == "us/op"]
     sizes = [row for row in report["rows"] if row["unit"] == "bytes/op"]
@@ -106,7 +122,7 @@ def durability(report: dict[str, Any]) -> Figure:
     for i, row in enumerate(rows):
         median, err = whisker(row["ratio_ours_raw"])
         ax.errorbar(i, median, yerr=[[err[0]], [err[1]]], fmt="o", capsize=4, color="tab:blue")
-    ax.axhline(rows[0]["bar"], color="tab:red", linestyle="--", label=f"bar: {rows[0]['bar']:.2f}")
+    _bar_line(ax, rows[0]["bar"])
     labels = [f"{r['op'].replace('_', ' ')}\n{r['mode'].upper()}\n{r['batching']}" for r in rows]
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     ax.set_ylabel("durable writes/s ÷ raw SQLite writes/s")
@@ -122,28 +138,12 @@ def durability(report: dict[str, Any]) -> Figure:
 
 def security(report: dict[str, Any]) -> Figure:
     rows = report["rows"]
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    for i, row in enumerate(rows):
-        ratio = row["ratio_sealed_plain"]
-        ax.scatter(
-            [i] * len(ratio["rounds"]),
-            ratio["rounds"],
-            color="tab:gray",
-            s=14,
-            label="one round" if i == 0 else None,
-        )
-        ax.scatter(
-            i,
-            ratio["median"],
-            color="tab:blue",
-            s=60,
-            marker="D",
-            label="median" if i == 0 else None,
-        )
-    ax.axhline(rows[0]["bar"], color="tab:red", linestyle="--", label=f"bar: {rows[0]['bar']}")
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ratios = [row["ratio_sealed_plain"] for row in rows]
+    _strip(ax, [(r["rounds"], r["median"]) for r in ratios], "one round", "median")
+    _bar_line(ax, rows[0]["bar"])
     ax.axhline(1.0, color="black", linewidth=0.5)
     ax.set_xticks(range(len(rows)), [f"{row['size']} message" for row in rows])
-    ax.set_xlim(-0.5, len(rows) - 0.5)
     ax.set_ylabel("sealed ÷ plain time per sync exchange")
     ax.legend()
     config = report["config"]
@@ -157,27 +157,15 @@ def security(report: dict[str, Any]) -> Figure:
 
 def convergence(report: dict[str, Any]) -> Figure:
     sizes = report["sizes"]
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    for i, size in enumerate(sizes.values()):
-        rounds = size["rounds"]
-        ax.scatter(
-            [i] * len(rounds["all"]),
-            rounds["all"],
-            color="tab:gray",
-            s=14,
-            label="one trial" if i == 0 else None,
-        )
-        ax.scatter(
-            i, rounds["p99"], color="tab:blue", marker="D", s=50, label="p99" if i == 0 else None
-        )
-        ax.scatter(
-            i,
-            size["goal_p99_rounds"],
-            color="tab:red",
-            marker="_",
-            s=400,
-            label="goal (p99)" if i == 0 else None,
-        )
+    fig, ax = plt.subplots(figsize=(9, 5))
+    _strip(
+        ax,
+        [(size["rounds"]["all"], size["rounds"]["p99"]) for size in sizes.values()],
+        "one trial",
+        "p99",
+    )
+    goals = [size["goal_p99_rounds"] for size in sizes.values()]
+    ax.scatter(range(len(goals)), goals, color="tab:red", marker="_", s=400, label="goal (p99)")
     ax.set_xticks(range(len(sizes)), [f"{n} nodes" for n in sizes])
     ax.set_ylabel("gossip rounds from the last write until every replica is equal")
     ax.set_ylim(bottom=0)
@@ -201,12 +189,7 @@ def icde19(report: dict[str, Any]) -> Figure:
     }
     _bars(ax, labels, series)
     ax.axhline(1.0, color="black", linewidth=0.8, label="BP+RR (push-only)")
-    ax.axhline(
-        report["config"]["bar"],
-        color="tab:red",
-        linestyle="--",
-        label=f"bar: {report['config']['bar']}",
-    )
+    _bar_line(ax, report["config"]["bar"])
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel("payload + metadata sent ÷ BP+RR's (lower sends less)")
     ax.legend(fontsize=8)
@@ -222,12 +205,11 @@ def icde19(report: dict[str, Any]) -> Figure:
 def throughput(report: dict[str, Any]) -> Figure:
     trials = report["trials"]
     modes = sorted({t["mode"] for t in trials})
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    for i, mode in enumerate(modes):
-        rates = [t["writes_per_s"] / 1000 for t in trials if t["mode"] == mode]
-        ax.scatter([i] * len(rates), rates, color="tab:blue", s=20)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    rates = [[t["writes_per_s"] / 1000 for t in trials if t["mode"] == mode] for mode in modes]
+    _strip(ax, [(r, statistics.median(r)) for r in rates], "one trial", "median")
+    ax.legend()
     ax.set_xticks(range(len(modes)), modes)
-    ax.set_xlim(-0.5, len(modes) - 0.5)
     ax.set_ylabel("thousand writes/s of one writer (wall clock)")
     ax.set_ylim(bottom=0)
     config = report["config"]
