@@ -1,4 +1,5 @@
-"""Smoke test of bench/security.py: it runs and writes its report; no timing asserted."""
+"""Smoke test of bench/security.py: it runs and writes its report, which bench/plots.py
+draws; no timing asserted."""
 
 from __future__ import annotations
 
@@ -36,3 +37,12 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
         assert row["status"] in {"PASS", "MISS"}
     assert len(report["per_round_us"]) == 6
     assert report["wall_seconds"] > 0
+
+    plots = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "plots.py"), "--results", str(out.parent),
+         "--out", str(tmp_path / "img")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert plots.returncode == 0, plots.stdout + plots.stderr
+    assert (tmp_path / "img" / "security.png").read_bytes().startswith(b"\x89PNG\r\n")
+    assert "crdt_ops: no " in plots.stdout  # a bench without its JSON is skipped, and said so
