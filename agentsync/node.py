@@ -604,11 +604,15 @@ class Node(Container):
         """Gossip with the node at ``url`` from now on (ValueError if it is no URL)."""
         self._add_member(normalize_url(url), "manual")
 
-    def _add_member(self, base: str, source: Source, node_id: str | None = None) -> None:
+    def _add_member(
+        self, base: str, source: Source, node_id: str | None = None, introducer: str | None = None
+    ) -> None:
         with self._lock:
             if base == self._url:
                 return
-            self._membership.add(base, now=time.monotonic(), node_id=node_id, source=source)
+            self._membership.add(
+                base, now=time.monotonic(), node_id=node_id, source=source, introducer=introducer
+            )
 
     def members(self) -> list[Member]:
         """Every member with its node id, URL, state and last contact (``time.monotonic()``)."""
@@ -856,7 +860,7 @@ class Node(Container):
         except ValueError:
             log.info("mDNS: skipped %s's URL %r", peer.node_id, peer.urls[0])
             return
-        self._add_member(base, "mdns", peer.node_id)
+        self._add_member(base, "mdns", peer.node_id, introducer=f"mdns {base}")
 
     def _learn(
         self,
@@ -873,9 +877,12 @@ class Node(Container):
         (``_news_for``); a sender bound to a wildcard address is taken at the
         ``remote`` address its request came from. Loopback URLs are taken only
         from a peer on loopback (at ``peer_url``): they would name the wrong host.
+        Each peer (or unknown sender's address) has a bounded number of hints
+        outstanding (``MembershipConfig.max_hints_per_introducer``).
         """
         if not self._learns:
             return
+        introducer = peer_url or "unknown"
         local = peer_url is None or is_loopback(peer_url)
         for node_id, url in members:
             if node_id == self.node_id:
@@ -888,7 +895,7 @@ class Node(Container):
                 continue
             if is_wildcard(base) or (is_loopback(base) and not local) or self._reached(node_id):
                 continue
-            self._add_member(base, "exchange", node_id)
+            self._add_member(base, "exchange", node_id, introducer)
 
     def _reached(self, node_id: str) -> bool:
         """Whether ``node_id`` is alive at a URL already (a host on two subnets has two)."""

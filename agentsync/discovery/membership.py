@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -122,6 +123,10 @@ class MembershipConfig:
     """Dead this long: forgotten, unless a seed."""
     max_members: int = 1024
     """At most this many members; past it, learned ones (mdns, exchange) are refused."""
+    max_hints: int = 128
+    """At most this many hints (members named by an introducer, never reached) at once."""
+    max_hints_per_introducer: int = 16
+    """At most this many hints from one introducer at once (a message names up to 16)."""
 
     def __post_init__(self) -> None:
         for name in ("probe_interval", "suspect_timeout", "retry_initial", "retry_max"):
@@ -129,8 +134,9 @@ class MembershipConfig:
         _check_seconds(self.remove_after, "remove_after", positive=False)
         if self.retry_initial > self.retry_max:
             raise ValueError("retry_initial must not exceed retry_max")
-        if _check_count(self.max_members, "max_members") < 1:
-            raise ValueError("max_members must be >= 1")
+        for name in ("max_members", "max_hints", "max_hints_per_introducer"):
+            if _check_count(getattr(self, name), name) < 1:
+                raise ValueError(f"{name} must be >= 1")
 
     def detection_time(self, exchange_timeout: float, round_interval: float = 0.0) -> float:
         """The longest a silent peer stays undeclared dead, if probed as ``due()`` says.
@@ -157,6 +163,8 @@ class _Entry:
     retry_at: float | None = None
     failures: int = 0
     """Failed retries since it died: the backoff exponent."""
+    introducer: str | None = None
+    """Who named it, while it is a hint (never reached); None once reached, or if configured."""
 
     def snapshot(self) -> Member:
         return Member(
@@ -191,10 +199,20 @@ class Membership:
         """``(node_id, url)`` of each member in the order this node first reached it."""
         self._news_base = 0
         """The cursor of ``_news[0]``: compaction drops what came before."""
+        self._hints: Counter[str] = Counter()
+        """Introducer -> how many of the members it named are hints still."""
 
     # -- what the Node tells it -------------------------------------------------
 
-    def add(self, url: str, *, now: float, node_id: str | None = None, source: Source) -> bool:
+    def add(
+        self,
+        url: str,
+        *,
+        now: float,
+        node_id: str | None = None,
+        source: Source,
+        introducer: str | None = None,
+    ) -> bool:
         """Know a member from now on; True if it is new.
 
         A new member starts alive, never contacted, and due for a probe at
@@ -204,7 +222,11 @@ class Membership:
         (adding a learned URL as a seed makes it one). Learned members
         (mdns, exchange) are refused once ``max_members`` are known, so that
         peers cannot grow this without bound; seeds and manual members never
-        are.
+        are. A learned member with an ``introducer`` (the peer or host that
+        named it) is a *hint* until reached: at most ``max_hints`` of them,
+        ``max_hints_per_introducer`` from one introducer, and a hint that
+        dies is forgotten at once, so a flood of introductions costs a
+        bounded number of dials and keeps no room from real members.
         """
         _check_url(url)
         now = self._clock(now)
@@ -221,7 +243,15 @@ class Membership:
             return False
         if source in LEARNED_SOURCES and len(self._members) >= self.config.max_members:
             return False
-        self._members[url] = _Entry(url, node_id, source, MemberState.ALIVE, now)
+        hint = introducer if source in LEARNED_SOURCES else None
+        if hint is not None:
+            config = self.config
+            if self._hints[hint] >= config.max_hints_per_introducer:
+                return False
+            if self._hints.total() >= config.max_hints:
+                return False
+            self._hints[hint] += 1
+        self._members[url] = _Entry(url, node_id, source, MemberState.ALIVE, now, introducer=hint)
         return True
 
     def on_success(self, url: str, node_id: str, now: float) -> Transition | None:
@@ -237,6 +267,7 @@ class Membership:
         if entry is None:
             return None
         news = entry.last_contact is None or entry.node_id != node_id
+        self._unhint(entry)  # reached: a member now, not a hint
         entry.node_id = node_id  # a restart with another id is recorded too
         entry.last_contact = now
         entry.retry_at = None
@@ -275,7 +306,10 @@ class Membership:
         for url in sorted(self._members):
             entry = self._members[url]
             if entry.state is MemberState.SUSPECT:
-                if now - entry.since >= config.suspect_timeout:
+                if now - entry.since >= config.suspect_timeout and entry.introducer is not None:
+                    self._drop(url)  # a hint that never answered: not retried
+                    changes.append(Transition(url, entry.node_id, MemberState.SUSPECT, None))
+                elif now - entry.since >= config.suspect_timeout:
                     entry.state, entry.since, entry.failures = MemberState.DEAD, now, 0
                     self._schedule_retry(entry, now)
                     changes.append(
@@ -286,7 +320,7 @@ class Membership:
                 and entry.source != "seed"
                 and now - entry.since >= config.remove_after
             ):
-                del self._members[url]
+                self._drop(url)
                 changes.append(Transition(url, entry.node_id, MemberState.DEAD, None))
         return changes
 
@@ -315,12 +349,16 @@ class Membership:
                 dropped = [entry]
                 break
         for gone in dropped:
-            del self._members[gone.url]
+            self._drop(gone.url)
         return [Transition(gone.url, gone.node_id, gone.state, None) for gone in dropped]
 
     def remove(self, url: str) -> bool:
         """Forget a member now, seed or not; True if it was known."""
-        return self._members.pop(url, None) is not None
+        return self._drop(url)
+
+    def hints(self, introducer: str | None = None) -> int:
+        """How many hints there are now (all, or those from ``introducer``)."""
+        return self._hints.total() if introducer is None else self._hints[introducer]
 
     # -- what the Node asks -----------------------------------------------------
 
@@ -413,6 +451,20 @@ class Membership:
         """
         self._now = max(self._now, _check_time(now, "now"))
         return self._now
+
+    def _drop(self, url: str) -> bool:
+        entry = self._members.pop(url, None)
+        if entry is None:
+            return False
+        self._unhint(entry)
+        return True
+
+    def _unhint(self, entry: _Entry) -> None:
+        introducer, entry.introducer = entry.introducer, None
+        if introducer is not None:
+            self._hints[introducer] -= 1
+            if not self._hints[introducer]:
+                del self._hints[introducer]
 
     def _tell(self, node_id: str, url: str) -> None:
         """Add news; past twice the members, start over from the members reached."""

@@ -283,6 +283,42 @@ def test_due_limit_names_the_longest_overdue_first_and_keeps_the_rest() -> None:
 # -- peers, the bound, samples ----------------------------------------------------
 
 
+def test_hints_are_capped_per_introducer_and_in_total_until_reached() -> None:
+    m = _membership(max_hints=40, max_hints_per_introducer=16)
+    flood = [f"http://10.1.{i // 250}.{i % 250}:1" for i in range(100)]
+    added = [m.add(url, now=0.0, source="exchange", introducer="rogue") for url in flood]
+    assert sum(added) == 16 and m.hints("rogue") == 16
+    assert m.add(PEER, now=0.0, source="exchange", introducer="honest"), "others still get in"
+    assert m.add(OTHER, now=0.0, source="mdns", introducer="mdns host")
+    for n in range(3):
+        urls = [f"http://10.2.{n}.{i}:1" for i in range(16)]
+        added = [m.add(url, now=0.0, source="exchange", introducer=f"rogue-{n}") for url in urls]
+        assert sum(added) == (16 if n < 1 else 6 if n == 1 else 0)
+    assert m.hints() == 40
+    m.on_success(PEER, "peer", 1.0)  # reached: a member, no longer a hint
+    assert (m.hints("honest"), m.hints()) == (0, 39)
+    assert m.add("http://10.3.0.1:1", now=1.0, source="exchange", introducer="rogue-2")
+    assert m.add("http://typed-in:1", now=1.0, source="manual", introducer="ignored")
+    assert m.add("http://stored:1", now=1.0, source="exchange"), "no introducer: not a hint"
+    assert m.hints() == 40
+
+
+def test_a_hint_that_never_answers_is_forgotten_not_retried() -> None:
+    m = _membership()
+    m.add(PEER, now=0.0, source="exchange", introducer="x")
+    m.add(OTHER, now=0.0, source="exchange", introducer="x")
+    m.on_success(OTHER, "other", 0.0)
+    m.on_failure(PEER, 1.0)
+    m.on_failure(OTHER, 1.0)
+    assert [member.state for member in m.members()] == [SUSPECT, SUSPECT]
+    assert m.tick(3.0) == [
+        Transition(PEER, None, SUSPECT, None),
+        Transition(OTHER, "other", SUSPECT, DEAD),
+    ]
+    assert PEER not in m and m.hints() == 0
+    assert m.add(PEER, now=3.0, source="exchange", introducer="x"), "it may be named again"
+
+
 def test_a_flood_of_learned_members_stops_at_max_members_but_seeds_get_in() -> None:
     m = _membership(max_members=50)
     m.add(PEER, now=0.0, source="seed")

@@ -225,3 +225,19 @@ def test_the_membership_timings_are_the_nodes_to_choose() -> None:
     run(main())
     with pytest.raises(TypeError):
         Node("a", membership={"remove_after": 1})  # type: ignore[arg-type]
+
+
+def test_a_flood_of_introductions_adds_a_bounded_number_of_hints() -> None:
+    """Each message names 16 new members; one address may leave 16 hints at a time, and
+    every address together 128 (``MembershipConfig``), so honest introducers still get in."""
+    node = Node("n")
+    for n in range(100):
+        named = tuple((f"bogus-{n}-{i}", f"http://10.9.{n}.{i}:7000") for i in range(16))
+        node.handle_sync(request_naming(f"rogue-{n}", named), remote="10.1.2.3")
+    assert len(node.peers) == 16
+    node.handle_sync(request_naming("y", (("y", "http://10.5.5.5:7000"),)), remote="10.5.5.5")
+    assert "http://10.5.5.5:7000" in node.peers
+    for n in range(20):
+        named = tuple((f"many-{n}-{i}", f"http://10.8.{n}.{i}:7000") for i in range(16))
+        node.handle_sync(request_naming(f"many-{n}", named), remote=f"10.7.0.{n}")
+    assert len(node.peers) == MembershipConfig().max_hints
