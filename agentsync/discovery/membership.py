@@ -108,7 +108,8 @@ class MembershipConfig:
     """The timings of the failure detector (seconds) and its size bound.
 
     The defaults detect a silent peer within 5 s on a LAN with the Node's
-    defaults (see the module docstring and ``detection_time``).
+    defaults: ``detection_time`` computes the bound, and ``docs/membership.md``
+    ("Timings and the detection time") adds it up step by step.
     """
 
     probe_interval: float = 1.0
