@@ -603,11 +603,10 @@ class MembershipMachine(RuleBasedStateMachine):
         assert limit is None or len(urls) <= limit
         for url in urls:
             last = self.named.get(url)
-            if last is not None:
-                gap = self.now - last
-                assert gap >= CONFIG.probe_interval / 2
+            if last is not None:  # compared as sums: a difference of float sums rounds down
+                assert self.now >= last + CONFIG.probe_interval / 2
                 if self.m.get(url).state is not SUSPECT:  # type: ignore[union-attr]
-                    assert gap >= CONFIG.probe_interval
+                    assert self.now >= last + CONFIG.probe_interval
             self.named[url] = self.now
 
     @precondition(lambda self: len(self.m) > 0)
