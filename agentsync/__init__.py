@@ -17,6 +17,7 @@ from agentsync.errors import (  # the Node imports __version__
     ReadOnlyError,
 )
 from agentsync.node import Change, Node
+from agentsync.workflow import TaskBoard
 
 __all__ = [
     "AgentsyncError",
@@ -29,5 +30,6 @@ __all__ = [
     "PeerUnavailableError",
     "ProtocolError",
     "ReadOnlyError",
+    "TaskBoard",
     "__version__",
 ]
