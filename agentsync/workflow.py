@@ -202,6 +202,7 @@ class TaskBoard:
         done either way) unless the task is already finished here: then
         nothing is written and it returns False. ``agent_id`` defaults to
         the agent of this board's claim on the task, else the node id.
+        KeyError if the task is not posted here.
         """
         return self._finish(task_id, COMPLETIONS, result, agent_id)
 
