@@ -990,17 +990,24 @@ class Node(Container):
 
     # -- what the server calls (transport.server.SyncHandler) ------------------------
 
-    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
+    def handle_sync(
+        self, body: bytes, remote: str | None = None, sender: str | None = None
+    ) -> bytes:
         """Answer a peer's exchange (DecodeError/ProtocolError: the transport says 4xx).
 
         ``remote`` is the address the request came from: a sender bound to a
-        wildcard address is reachable there (see ``_learn``).
+        wildcard address is reachable there (see ``_learn``). ``sender`` is
+        the node id its envelope was sealed by: a member may not speak as another.
         """
         with self._lock:
             self._engine.metrics.bytes_received += len(body)
         try:
             message = decode_message(body)
-        except DecodeError:
+            if sender is not None and message.sender != sender:
+                raise ProtocolError(
+                    f"the message names sender {message.sender!r}, its envelope {sender!r}"
+                )
+        except (DecodeError, ProtocolError):
             self.count_error()
             raise
         own = message.sender == self.node_id and message.epoch == self._engine.epoch

@@ -104,7 +104,7 @@ def envelope_once(body: bytes, reply: bytes, requester: Channel, responder: Chan
     began = time.perf_counter()
     sealed, header = requester.seal_request(body)
     _, seen = responder.open_request(sealed)
-    requester.open_response(responder.seal_response(reply, seen), header)
+    requester.open_response(responder.seal_response(reply, seen.raw), header)
     return time.perf_counter() - began
 
 

@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 
-from agentsync.security.envelope import REQUEST, RESPONSE, open_envelope, seal
+from agentsync.security.envelope import REQUEST, RESPONSE, Header, open_envelope, seal
 from agentsync.security.keyring import Keyring
 from agentsync.security.replay import ReplayGuard
 
@@ -43,17 +43,21 @@ class Channel:
             seq=next(self._seqs), timestamp_ms=round(self._clock() * 1000), bound=bound,
         )  # fmt: skip
 
-    def _open(self, data: bytes, kind: int, bound: bytes) -> tuple[bytes, bytes]:
+    def _open(self, data: bytes, kind: int, bound: bytes) -> tuple[bytes, Header]:
         header, body = open_envelope(self.keyring, data, kind=kind, bound=bound)
         self._replay.admit(header.sender, header.epoch, header.seq, header.timestamp_ms)
-        return body, header.raw
+        return body, header
 
     def seal_request(self, body: bytes) -> tuple[bytes, bytes]:
         """The sealed request, and its header (``open_response`` takes it)."""
         return self._seal(body, REQUEST, b"")
 
-    def open_request(self, data: bytes) -> tuple[bytes, bytes]:
-        """The body of an authentic, fresh request, and its header (``seal_response`` takes it)."""
+    def open_request(self, data: bytes) -> tuple[bytes, Header]:
+        """The body of an authentic, fresh request, and its header.
+
+        ``seal_response`` takes the header's ``raw`` bytes; its ``sender`` is
+        who sealed it, which the message inside must name as its sender.
+        """
         return self._open(data, REQUEST, b"")
 
     def seal_response(self, body: bytes, request: bytes) -> bytes:

@@ -55,12 +55,16 @@ SHUTDOWN_TIMEOUT = 2.0
 class SyncHandler(Protocol):
     """What the server calls; the Node implements it. Every method is synchronous."""
 
-    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
+    def handle_sync(
+        self, body: bytes, remote: str | None = None, sender: str | None = None
+    ) -> bytes:
         """Answer a sync request body with a response body.
 
-        ``remote`` is the IP address the request came from (None if unknown).
-        Raise DecodeError or ProtocolError (400) or ClusterMismatchError (409),
-        with state unchanged, to refuse it.
+        ``remote`` is the IP address the request came from (None if unknown),
+        ``sender`` the node id that sealed it (None when unsealed): the
+        message must name the same sender. Raise DecodeError or
+        ProtocolError (400) or ClusterMismatchError (409), with state
+        unchanged, to refuse it.
         """
         ...
 
@@ -228,14 +232,15 @@ class SyncServer:
 
     def _answer(self, body: bytes, remote: str | None) -> web.Response:
         """Open, handle and seal one sync body: the CPU work, done in the sender's turn."""
-        channel, header = self._channel, b""
+        channel, header, sender = self._channel, b"", None
         if channel is not None:
             try:
-                body, header = channel.open_request(body)
+                body, opened = channel.open_request(body)
             except AuthenticationError as exc:
                 raise _Refused(401, f"authentication failed: {exc}") from None
+            header, sender = opened.raw, opened.sender
         try:
-            reply = self._handler.handle_sync(body, remote=remote)
+            reply = self._handler.handle_sync(body, remote=remote, sender=sender)
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except (DecodeError, ProtocolError) as exc:

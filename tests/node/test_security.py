@@ -173,6 +173,29 @@ def test_a_replayed_a_tampered_and_a_stale_capture_are_refused() -> None:
     run(main())
 
 
+def test_a_member_may_not_speak_as_another_node() -> None:
+    """The message inside an envelope must name the node that sealed it."""
+
+    async def main() -> None:
+        b = sealed_node("b")
+        await b.start()
+        a = sealed_node("a")  # never started: its requests are made by hand
+        mallory = Channel(Keyring(SECRET, cluster="default"), "mallory")  # holds the key
+        try:
+            a.counter("hits").increment()
+            status, reason = await post(b.url, mallory.seal_request(request_of(a))[0])
+            assert status == 400
+            assert reason == "the message names sender 'a', its envelope 'mallory'"
+            assert b.metrics.rounds == 0 and b.value == {} and b.metrics.errors == 1
+            assert a._channel is not None
+            assert (await post(b.url, a._channel.seal_request(request_of(a))[0]))[0] == 200
+            assert b.metrics.rounds == 1  # the same request, sealed by its sender, is taken
+        finally:
+            await stop_all([a, b])
+
+    run(main())
+
+
 def test_a_reply_that_fails_authentication_fails_the_exchange() -> None:
     """A peer answering with a forged reply: the requester refuses it and merges nothing."""
 

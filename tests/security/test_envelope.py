@@ -133,8 +133,8 @@ def test_a_channel_pair_exchanges_and_refuses_a_replay() -> None:
     b = Channel(Keyring(SECRET, cluster="blue"), "b", clock=clock)
     request, header = a.seal_request(b"ping")
     body, seen = b.open_request(request)
-    assert (body, seen) == (b"ping", header)
-    response = b.seal_response(b"pong", seen)
+    assert (body, seen.raw, seen.sender) == (b"ping", header, "a")
+    response = b.seal_response(b"pong", seen.raw)
     assert a.open_response(response, header) == b"pong"
     with pytest.raises(AuthenticationError, match="replayed"):
         b.open_request(request)

@@ -46,7 +46,9 @@ class FakeHandler:
         self.auth_failures = 0
         self.fail_with: Exception | None = None
 
-    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
+    def handle_sync(
+        self, body: bytes, remote: str | None = None, sender: str | None = None
+    ) -> bytes:
         self.bodies.append(body)
         if self.fail_with is not None:
             raise self.fail_with

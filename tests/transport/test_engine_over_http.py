@@ -28,7 +28,9 @@ class EngineHandler:
         self.engine = engine
         self.errors = 0
 
-    def handle_sync(self, body: bytes, remote: str | None = None) -> bytes:
+    def handle_sync(
+        self, body: bytes, remote: str | None = None, sender: str | None = None
+    ) -> bytes:
         reply, _ = self.engine.on_request(decode_message(body))
         return encode_message(reply)
 
