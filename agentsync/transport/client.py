@@ -8,7 +8,9 @@ the peer into exponential backoff with full jitter; the caller asks
 never answers holds one slot until its timeout and delays no other peer.
 The wait for a free slot counts neither against the timeout nor against the
 peer: it is this node's own queue. With a ``Channel`` (a cluster secret)
-every request is sealed and every reply must open as the answer to it.
+every request is sealed and every reply must open as the answer to it. With
+an ``ssl`` context (``transport.tls``), https peers are reached with its CAs,
+client certificate and pins.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from ssl import SSLContext
 from typing import Any
 
 import aiohttp
@@ -60,6 +63,7 @@ class SyncClient:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         channel: Channel | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         if timeout <= 0 or max_concurrency < 1 or max_body_bytes < 1:
             raise ValueError("timeout, max_concurrency and max_body_bytes must be positive")
@@ -68,6 +72,7 @@ class SyncClient:
         self._max_body_bytes = max_body_bytes
         self._backoff = PeerBackoff(backoff_base, backoff_max, rng or random.Random(), clock)
         self._channel = channel
+        self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -78,7 +83,9 @@ class SyncClient:
         self._slots = asyncio.Semaphore(self._max_concurrency)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self._max_concurrency, keepalive_timeout=KEEPALIVE_TIMEOUT
+                limit=self._max_concurrency,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
+                ssl=True if self._ssl is None else self._ssl,  # https: verified either way
             ),
             # The connect budget includes the wait for a pooled connection.
             timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._timeout / 2),

@@ -10,6 +10,10 @@ With a ``Channel`` (a cluster secret), a sync body is opened and checked
 before the handler sees a byte of it, and anything unauthenticated gets a
 401: a plain body, a failed envelope, a replay, or a read of the state or
 metrics without the key's bearer token. Health then says only "alive".
+With an ``ssl`` context (``transport.tls``) it serves https: the TLS
+handshake starts only once the gate admitted the connection, is bounded in
+time, and a failed one (plain http, no or a wrong client certificate, a
+certificate not pinned) is counted and closed before a byte is read.
 The handler (the Node) does the protocol work, synchronously: it is CPU
 work with no await inside, so it runs on the event loop, one call at a time.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ssl import SSLContext
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -50,6 +55,8 @@ LINGERING_TIME = 1.0
 """Seconds the unread rest of a refused body is drained, so the client sees the refusal."""
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds ``stop`` gives requests in flight before cancelling them."""
+TLS_HANDSHAKE_TIMEOUT = 10.0
+"""Seconds an admitted connection has to finish its TLS handshake."""
 
 
 class SyncHandler(Protocol):
@@ -119,6 +126,7 @@ class SyncServer:
         access_log: bool = False,
         limits: Limits | None = None,
         channel: Channel | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         if max_body_bytes < 1 or body_timeout <= 0:
             raise ValueError("max_body_bytes and body_timeout must be positive")
@@ -129,6 +137,7 @@ class SyncServer:
         self._body_timeout = body_timeout
         self._access_log = access_log
         self._channel = channel
+        self._ssl = ssl
         self.gate = Gate(limits)
         """What each remote address holds now, and the limits it is held to."""
         self._turns = Turns()
@@ -138,7 +147,7 @@ class SyncServer:
     @property
     def url(self) -> str:
         """The base URL peers reach this server at (while it runs)."""
-        return base_url(self._host, self.port)
+        return base_url(self._host, self.port, "http" if self._ssl is None else "https")
 
     @property
     def port(self) -> int:
@@ -161,7 +170,10 @@ class SyncServer:
         )
         await runner.setup()
         try:
-            await _GatedSite(runner, self._host, self._port, self.gate, self._handler).start()
+            site = _GatedSite(
+                runner, self._host, self._port, self.gate, self._handler, ssl=self._ssl
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -305,69 +317,135 @@ class _GatedSite(web.BaseSite):
 
     aiohttp accepts every connection and leaves capping them to the
     application; its ``TCPSite`` has no hook for that, so this site builds
-    the listening socket itself and wraps each connection's protocol.
+    the listening socket itself and wraps each connection's protocol. With
+    ``ssl``, the handshake too waits for the gate (``create_server(ssl=...)``
+    would do it first, for any number of connections).
     """
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, gate: Gate, handler: SyncHandler
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        gate: Gate,
+        handler: SyncHandler,
+        *,
+        ssl: SSLContext | None,
     ) -> None:
         super().__init__(runner)
         self._host = host
         self._port = port
         self._gate = gate
         self._handler = handler
+        self._ssl = ssl
+        self._handshakes: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
-        return base_url(self._host, self._port)
+        return base_url(self._host, self._port, "http" if self._ssl is None else "https")
 
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
         assert server is not None
+        gate, handler, ssl, handshakes = self._gate, self._handler, self._ssl, self._handshakes
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: _GatedConnection(server, self._gate, self._handler), self._host, self._port
+            lambda: _GatedConnection(server, gate, handler, ssl, handshakes), self._host, self._port
         )
+
+    async def stop(self) -> None:
+        await super().stop()
+        handshakes = list(self._handshakes)  # aiohttp knows nothing of these connections yet
+        for task in handshakes:
+            task.cancel()
+        await asyncio.gather(*handshakes, return_exceptions=True)
 
 
 class _GatedConnection(asyncio.Protocol):
     """One connection: counted against its address, or answered 429/503 and closed unread.
 
-    Admitted, it hands every event to aiohttp's own protocol for it.
+    Admitted, it hands every event to aiohttp's own protocol for it, after
+    the TLS handshake when there is one.
     """
 
-    def __init__(self, server: web.Server, gate: Gate, handler: SyncHandler) -> None:
+    def __init__(
+        self,
+        server: web.Server,
+        gate: Gate,
+        handler: SyncHandler,
+        ssl: SSLContext | None,
+        handshakes: set[asyncio.Task[None]],
+    ) -> None:
         self._server = server
         self._gate = gate
         self._handler = handler
+        self._ssl = ssl
+        self._handshakes = handshakes
         self._inner: asyncio.Protocol | None = None
         self._remote: str | None = None
+        self._early: list[bytes] = []
+        """Decrypted bytes that arrived as the handshake ended, before aiohttp's protocol."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
         peer = transport.get_extra_info("peername")
         remote = remote_key(peer[0] if isinstance(peer, tuple) and peer else None)
         refusal = self._gate.connect(remote)
         if refusal is not None:
             self._handler.count_error()
             logger.debug("refused a connection from %s: %s", remote, refusal.reason)
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(_refusal_bytes(refusal, self._gate.limits.retry_after))
+            if self._ssl is None:  # a TLS client could not read the plain answer
+                transport.write(_refusal_bytes(refusal, self._gate.limits.retry_after))
             transport.close()
             return
         self._remote = remote
+        if self._ssl is None:
+            self._admit(transport)
+            return
+        transport.pause_reading()  # the ClientHello waits for start_tls
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, self._ssl))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, transport: asyncio.Transport, ssl: SSLContext) -> None:
+        """Secure the connection, then admit it; a failed handshake is counted and closed."""
+        secured = None
+        try:
+            secured = await asyncio.get_running_loop().start_tls(
+                transport, self, ssl, server_side=True, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+            )
+        except OSError as exc:  # ssl.SSLError, a reset, the handshake's timeout
+            logger.debug("TLS handshake from %s failed: %s", self._remote, one_line(str(exc)))
+        finally:
+            if secured is None:  # failed, closed or cancelled: start_tls closed the transport
+                self._release()
+        if secured is None:
+            self._handler.count_error()
+            return
+        self._admit(secured)
+
+    def _admit(self, transport: asyncio.BaseTransport) -> None:
         self._inner = self._server()
         self._inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self._inner.data_received(data)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _release(self) -> None:
         if self._remote is not None:
             self._gate.disconnect(self._remote)
             self._remote = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
             self._inner.data_received(data)
+        elif self._remote is not None:
+            self._early.append(data)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received() if self._inner is not None else None

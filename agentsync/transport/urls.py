@@ -64,9 +64,9 @@ def _host(netloc: str, hostname: str, url: str) -> str:
     return hostname
 
 
-def base_url(host: str, port: int) -> str:
-    """The http URL of a bound address (IPv6 hosts bracketed)."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def base_url(host: str, port: int, scheme: str = "http") -> str:
+    """The URL of a bound address (IPv6 hosts bracketed): https for a TLS server."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _ip(url: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -1,0 +1,182 @@
+"""Optional TLS for a node's server and client: certificates, mutual TLS and pinning.
+
+A cluster secret already seals ``/v1/sync``; TLS adds confidentiality for
+the rest (bearer tokens, ``/v1/state``, health) and identity by
+certificate. ``TLSConfig`` is checked when it is made, so a missing file
+or a bad pin stops a node before it starts, and builds the two
+``ssl.SSLContext`` objects (TLS 1.2 at least).
+
+Pins are checked inside the handshake, by an ``ssl.SSLObject`` subclass
+(``SSLContext.sslobject_class``): aiohttp takes either a context or one
+``Fingerprint``, never both nor a set, and a check after connecting would
+have sent the request already. A peer whose certificate is not pinned
+fails the handshake like one whose chain does not verify: nothing is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["TLSConfig", "fingerprint"]
+
+_SHA256_HEX_CHARS = 64
+
+
+def fingerprint(cert_file: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a PEM certificate's DER form, in lowercase hex: what a pin names."""
+    path = os.fspath(cert_file)
+    try:
+        with open(path, encoding="ascii") as handle:
+            der = ssl.PEM_cert_to_DER_cert(handle.read())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read a PEM certificate from {path}: {exc}") from None
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """A node's TLS settings, checked when made (ValueError or TypeError naming what is wrong).
+
+    ``cert`` and ``key`` are this node's PEM certificate chain and private
+    key (``key`` None: the key is in ``cert``); a server needs them, a
+    client sends them for mutual TLS. ``ca`` are PEM files of the CAs whose
+    certificates are trusted (empty: the system's store). With
+    ``require_client_cert`` the server takes only clients with a
+    certificate from ``ca``. ``pins`` are SHA-256 fingerprints (hex, colons
+    allowed) of the peer certificates accepted on top of that: the server's
+    when connecting, and a client's when client certificates are required.
+    """
+
+    cert: str | None = None
+    key: str | None = None
+    ca: tuple[str, ...] = ()
+    require_client_cert: bool = False
+    pins: frozenset[str] = field(default_factory=frozenset)
+    check_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        cert = None if self.cert is None else _readable(self.cert, "certificate")
+        key = None if self.key is None else _readable(self.key, "key")
+        if key is not None and cert is None:
+            raise ValueError("a TLS key was given without its certificate")
+        ca = _paths(self.ca)
+        if self.require_client_cert is not True and self.require_client_cert is not False:
+            raise TypeError("require_client_cert must be a bool")
+        if self.check_hostname is not True and self.check_hostname is not False:
+            raise TypeError("check_hostname must be a bool")
+        if self.require_client_cert and not ca:
+            raise ValueError(
+                "require_client_cert needs ca: the CA that signs the clients' certificates"
+            )
+        object.__setattr__(self, "cert", cert)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "ca", ca)
+        object.__setattr__(self, "pins", _pins(self.pins))
+
+    def server_context(self) -> ssl.SSLContext:
+        """The server side: this node's certificate, client certificates if required."""
+        if self.cert is None:
+            raise ValueError("a TLS server needs a certificate (cert) and its key")
+        context = self._context(ssl.PROTOCOL_TLS_SERVER, pinned=self.require_client_cert)
+        context.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_NONE
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """The client side: the server's chain verified (and its pin), this node's cert sent."""
+        context = self._context(ssl.PROTOCOL_TLS_CLIENT, pinned=bool(self.pins))
+        context.check_hostname = self.check_hostname
+        if not self.ca:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        return context
+
+    def _context(self, protocol: int, *, pinned: bool) -> ssl.SSLContext:
+        context = _PinnedContext(protocol) if pinned and self.pins else ssl.SSLContext(protocol)
+        if isinstance(context, _PinnedContext):
+            context.pins = self.pins
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        for path in self.ca:
+            _trust(context, path)
+        if self.cert is not None:
+            try:
+                context.load_cert_chain(self.cert, self.key)
+            except ssl.SSLError as exc:
+                key = self.key or self.cert
+                raise ValueError(
+                    f"the TLS certificate {self.cert} and key {key} do not load as a PEM "
+                    f"chain and its unencrypted key: {exc}"
+                ) from None
+        return context
+
+
+def _trust(context: ssl.SSLContext, path: str) -> None:
+    try:
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:
+        raise ValueError(f"the TLS CA file {path} holds no PEM certificate: {exc}") from None
+
+
+class _PinnedObject(ssl.SSLObject):
+    """A TLS connection whose handshake fails unless the peer's certificate is pinned."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        context = self.context
+        assert isinstance(context, _PinnedContext)
+        der = self.getpeercert(binary_form=True)
+        digest = hashlib.sha256(der).hexdigest() if der else None
+        if digest not in context.pins:
+            raise ssl.SSLCertVerificationError(
+                f"the peer's certificate (SHA-256 {digest or 'none sent'}) is not pinned"
+            )
+
+
+class _PinnedContext(ssl.SSLContext):
+    """An SSLContext whose connections check the peer's certificate against ``pins``."""
+
+    sslobject_class = _PinnedObject
+    pins: frozenset[str] = frozenset()
+
+
+def _readable(path: object, what: str) -> str:
+    """``path`` as a str if it names a file this process can read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the TLS {what} file must be a path, not {type(path).__name__}")
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise TypeError(f"the TLS {what} file must be a str path, not bytes")
+    try:
+        with open(name, "rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ValueError(f"cannot read the TLS {what} file {name}: {exc.strerror or exc}") from None
+    return name
+
+
+def _paths(ca: object) -> tuple[str, ...]:
+    """The CA files, one path or several, each readable."""
+    if isinstance(ca, (str, os.PathLike)):
+        ca = (ca,)
+    if not isinstance(ca, Iterable):
+        raise TypeError(f"ca must be a path or paths, not {type(ca).__name__}")
+    return tuple(_readable(path, "CA") for path in ca)
+
+
+def _pins(pins: object) -> frozenset[str]:
+    """The pins as lowercase hex without colons; ValueError naming one that is no SHA-256."""
+    if isinstance(pins, str):
+        pins = (pins,)
+    if not isinstance(pins, Iterable):
+        raise TypeError(f"pins must be SHA-256 fingerprints, not {type(pins).__name__}")
+    normal = set()
+    for pin in pins:
+        if not isinstance(pin, str):
+            raise TypeError(f"a pin is a hex str, not {type(pin).__name__}")
+        digest = pin.replace(":", "").strip().lower()
+        if len(digest) != _SHA256_HEX_CHARS or not all(c in "0123456789abcdef" for c in digest):
+            raise ValueError(f"pin {pin[:100]!r} is not a SHA-256 fingerprint (64 hex digits)")
+        normal.add(digest)
+    return frozenset(normal)
