@@ -87,6 +87,10 @@ then a message carries it whenever it changed.
 """
 RETELL_EVERY = 64
 """Messages after which news sent but not known to have arrived is sent again."""
+MAX_PEERS = 4096
+"""The most peers whose state an engine keeps: four times a membership's bound, so
+honest peers are never dropped; past it (ids that anyone may claim, without a secret),
+the peer heard from least recently is forgotten, and starts as a new one if it returns."""
 
 Changed = frozenset[str]
 """The top-level names a merge changed."""
@@ -528,7 +532,7 @@ class SyncEngine:
             self.pruned_out = True
         if self.pruned_out or self.pruning.is_pruned(peer.replica):
             peer.pruned_you = not self.pruned_out
-            self._peers[sender] = peer
+            self._keep(sender, peer)
             self.metrics.rounds += 1
             return frozenset()  # a pruned replica came back, or this one is: never merged
         self._check_claims(message)
@@ -544,7 +548,7 @@ class SyncEngine:
             # This node holds what the snapshot would bring (from another
             # peer, say), and the sender drops its side on seeing the ack.
             peer.incoming = None
-        self._peers[sender] = peer
+        self._keep(sender, peer)
         peer.knows_replica = message.knows_replica
         peer.busy = bool(message.deltas)
         peer.sent = None  # what the peer acks now is what reached it
@@ -555,6 +559,14 @@ class SyncEngine:
         if self.pruning.pruned or self.pruning.table:
             self._forget_arrived()
         return changed
+
+    def _keep(self, sender: str, peer: PeerState) -> None:
+        """Keep ``peer``'s state as heard from last; past the bound, forget the oldest."""
+        peers = self._peers
+        peers.pop(sender, None)
+        peers[sender] = peer
+        while len(peers) > MAX_PEERS:
+            del peers[next(iter(peers))]
 
     def _check_claims(self, message: SyncMessage) -> None:
         """Refuse a message whose context, deltas or vector claim unissued dots of this replica.

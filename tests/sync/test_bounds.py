@@ -455,3 +455,28 @@ def test_a_restart_during_snapshots_with_a_small_buffer_converges() -> None:
     net.restart("n01")
     net.run(15, partitions=0.1)
     net.settle(max_rounds=80)
+
+
+# -- peers ----------------------------------------------------------------------------------
+
+
+def test_the_engine_keeps_at_most_max_peers_and_a_forgotten_peer_starts_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sender ids cost nothing to claim without a secret: their state must stay bounded."""
+    monkeypatch.setattr("agentsync.sync.engine.MAX_PEERS", 3)
+    hub = SyncEngine("hub")
+    spokes = [SyncEngine(f"s{i}") for i in range(6)]
+    for spoke in spokes:
+        spoke.record_local(spoke.state.update("hits", GCounter, lambda c: c.increment()))
+        for _ in range(3):
+            reply, _ = hub.on_request(wire(spoke.request("hub")))
+            spoke.on_response(wire(reply))
+    assert list(hub.peers) == ["s3", "s4", "s5"], "the three heard from last are kept"
+    assert hub.state.value == {"hits": 6}
+    first = spokes[0]  # forgotten: it is answered as a new peer, and still converges
+    for _ in range(3):
+        reply, _ = hub.on_request(wire(first.request("hub")))
+        first.on_response(wire(reply))
+    assert list(hub.peers) == ["s4", "s5", "s0"]
+    assert first.state == hub.state and hub.state.value == {"hits": 6}
