@@ -60,6 +60,7 @@ from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
 from agentsync.transport.client import SyncClient
 from agentsync.transport.server import SyncServer
+from agentsync.transport.tls import TLSConfig
 from agentsync.transport.urls import at_address, is_loopback, is_wildcard, normalize_url
 
 log = logging.getLogger("agentsync.node")
@@ -136,6 +137,10 @@ class Node(Container):
     top-level names each peer may write here (``agentsync.sync.acl``):
     ``{"peer-id-or-*": {"write": ["prefix*", "name"]}}``; a delta touching
     another name is dropped, counted and logged (``docs/security.md``).
+    ``tls`` (``agentsync.transport.tls.TLSConfig``) serves https and reaches
+    peers with its CAs, certificate and pins; such a node sends nothing over
+    plain http: its peers and seeds need https URLs, and http ones it learns
+    are skipped (``docs/security.md``, "TLS").
     """
 
     def __init__(  # noqa: PLR0915  # it wires every part; each step is one line
@@ -157,9 +162,14 @@ class Node(Container):
         secret: Secret | None = None,
         read_only: bool = False,
         acl: Mapping[str, Mapping[str, Iterable[str]]] | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.keyring = Keyring(secret, cluster=cluster) if secret is not None else None
         """The cluster's keys when it has a secret (rotate them here), else None."""
+        if tls is not None and not isinstance(tls, TLSConfig):
+            raise TypeError("tls must be an agentsync.transport.tls.TLSConfig")
+        self._ssl = (tls.server_context(), tls.client_context()) if tls is not None else None
+        """The server's and the client's SSLContext with TLS, else None."""
         _check_arguments(
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
@@ -172,6 +182,8 @@ class Node(Container):
             raise TypeError("peers and seeds must be iterables of URLs, not one str")
         peers = list(peers)
         seed_urls = [normalize_url(url) for url in seeds]
+        for url in [*peers, *seed_urls]:  # before the store is opened
+            self._check_scheme(normalize_url(url))
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
         self.durability: Durability = durability
         self._store, stored = _open_store(self.data_dir, durability, node_id, cluster)
@@ -314,8 +326,11 @@ class Node(Container):
                 self._log_batch()
         self._loop = asyncio.get_running_loop()
         self._push = asyncio.Event()
-        server = SyncServer(self, host=self.host, port=self.port, channel=self._channel)
-        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S, channel=self._channel)
+        server_ssl, client_ssl = self._ssl or (None, None)
+        server = SyncServer(
+            self, host=self.host, port=self.port, channel=self._channel, ssl=server_ssl
+        )
+        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S, channel=self._channel, ssl=client_ssl)
         try:
             await server.start()
             await client.start()
@@ -602,11 +617,24 @@ class Node(Container):
 
     def add_peer(self, url: str) -> None:
         """Gossip with the node at ``url`` from now on (ValueError if it is no URL)."""
-        self._add_member(normalize_url(url), "manual")
+        base = normalize_url(url)
+        self._check_scheme(base)
+        self._add_member(base, "manual")
+
+    def _reaches(self, base: str) -> bool:
+        """Whether this node may send to ``base``: with TLS, over https only."""
+        return self._ssl is None or base.startswith("https://")
+
+    def _check_scheme(self, base: str) -> None:
+        if not self._reaches(base):
+            raise ValueError(f"this node has TLS and sends nothing over plain http: {base}")
 
     def _add_member(
         self, base: str, source: Source, node_id: str | None = None, introducer: str | None = None
     ) -> None:
+        if not self._reaches(base):
+            log.debug("skipped %s from %s: this node has TLS", base, introducer or source)
+            return
         with self._lock:
             if base == self._url:
                 return
@@ -857,6 +885,8 @@ class Node(Container):
             return
         try:
             base = normalize_url(peer.urls[0])  # on our subnet, IPv4 first: one URL per node
+            if self._ssl is not None:  # mDNS names a host and port: a TLS node reaches https
+                base = "https" + base.removeprefix("http")
         except ValueError:
             log.info("mDNS: skipped %s's URL %r", peer.node_id, peer.urls[0])
             return
