@@ -15,13 +15,16 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
 from agentsync.store import DURABILITIES, StoreError
 from agentsync.sync import PruningConfig
+
+if TYPE_CHECKING:
+    from agentsync.transport.tls import TLSConfig
 
 EXIT_ERROR = 2
 PRUNE_AFTER = PruningConfig().prune_after
@@ -141,6 +144,52 @@ def _secret_file(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _tls_options(parser: argparse.ArgumentParser, *, serving: bool) -> None:
+    group = parser.add_argument_group("TLS (docs/security.md)")
+    mine = "this node's certificate (PEM)" if serving else "a client certificate (PEM)"
+    group.add_argument("--tls-cert", metavar="F", help=f"{mine}; with it, the URL is https")
+    group.add_argument("--tls-key", metavar="F", help="its private key (default: in --tls-cert)")
+    group.add_argument(
+        "--tls-ca",
+        metavar="F",
+        action="append",
+        default=[],
+        help="a CA (PEM) whose certificates are trusted (default: the system's; repeatable)",
+    )
+    if serving:
+        group.add_argument(
+            "--tls-require-client-cert",
+            action="store_true",
+            help="mutual TLS: take only clients with a certificate from --tls-ca",
+        )
+    group.add_argument(
+        "--tls-pin",
+        metavar="SHA256",
+        action="append",
+        default=[],
+        help="accept only a peer certificate with this SHA-256 fingerprint (repeatable)",
+    )
+
+
+def _tls(args: argparse.Namespace) -> TLSConfig | None:
+    """The TLS of the ``--tls-*`` options, None without any; CliError if one is bad."""
+    require = bool(getattr(args, "tls_require_client_cert", False))
+    if not (args.tls_cert or args.tls_key or args.tls_ca or args.tls_pin or require):
+        return None
+    from agentsync.transport.tls import TLSConfig
+
+    try:
+        return TLSConfig(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            ca=tuple(args.tls_ca),
+            require_client_cert=require,
+            pins=frozenset(args.tls_pin),
+        )
+    except (ValueError, TypeError) as exc:
+        raise CliError(_one_line(exc)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="agentsync",
@@ -224,6 +273,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
     )
     _secret_file(serve, "every exchange is then sealed and authenticated")
+    _tls_options(serve, serving=True)
     serve.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -251,6 +301,7 @@ def _parser() -> argparse.ArgumentParser:
             help="with --secret-file: the node's cluster, which its keys depend on "
             "(default: default)",
         )
+        _tls_options(sub, serving=False)
 
     demo = commands.add_parser(
         "demo",
@@ -274,18 +325,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def fetch_json(
-    url: str, paths: Sequence[str], timeout: float, token: str | None = None
+    url: str,
+    paths: Sequence[str],
+    timeout: float,
+    token: str | None = None,
+    tls: TLSConfig | None = None,
 ) -> list[Any]:
     """GET each of ``paths`` from the node at ``url``, in turn; their JSON bodies.
 
-    ``token`` is the bearer token of a node whose cluster has a secret.
+    ``token`` is the bearer token of a node whose cluster has a secret,
+    ``tls`` the CAs, pins and client certificate to reach an https node.
     Raises ``CliError`` saying what failed (no answer, a timeout, an HTTP
     error, a body that is not JSON or is larger than ``MAX_JSON_BYTES``).
     """
     from agentsync.errors import PeerUnavailableError
     from agentsync.transport.client import SyncClient
 
-    client = SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES)
+    if tls is not None and not url.startswith("https://"):
+        raise CliError(f"the --tls-* options are for an https:// URL, not {url}")
+    try:
+        ssl = tls.client_context() if tls is not None else None
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from None
+    client = SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES, ssl=ssl)
     await client.start()
     try:
         return [await client.get_json(url, path, token=token) for path in paths]
@@ -415,15 +477,15 @@ def _secrets(args: argparse.Namespace) -> list[bytes | str]:
     return [read_secret(path) for path in args.secret_files or ()]
 
 
-async def _status(url: str, timeout: float, token: str | None) -> str:
-    health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout, token)
+async def _status(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:
+    health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout, token, tls)
     if not isinstance(health, dict) or not isinstance(state, dict):
         raise CliError(f"{url} answered JSON that is not a node's health and state")
     return format_status(health, state)
 
 
-async def _dump(url: str, timeout: float, token: str | None) -> str:
-    [state] = await fetch_json(url, ["/v1/state"], timeout, token)
+async def _dump(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:
+    [state] = await fetch_json(url, ["/v1/state"], timeout, token, tls)
     return format_dump(state)
 
 
@@ -439,6 +501,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
 
     secrets = _secrets(args)
     secret, installed = (secrets[0], secrets[1:]) if secrets else (None, [])
+    tls = _tls(args)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
@@ -461,6 +524,7 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 membership=MembershipConfig(remove_after=args.remove_after),
                 pruning=PruningConfig(prune_after=args.prune_after),
                 secret=secret,
+                tls=tls,
             )
             for other in installed:  # a rotation under way: these open what peers seal
                 assert node.keyring is not None
@@ -495,10 +559,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "serve":
         return asyncio.run(serve(args, out))
     if args.command == "status":
-        print(asyncio.run(_status(args.url, args.timeout, _token(args))), file=out)
+        print(asyncio.run(_status(args.url, args.timeout, _token(args), _tls(args))), file=out)
         return 0
     if args.command == "dump":
-        print(asyncio.run(_dump(args.url, args.timeout, _token(args))), file=out)
+        print(asyncio.run(_dump(args.url, args.timeout, _token(args), _tls(args))), file=out)
         return 0
     if args.command == "demo":
         from agentsync.demo import run

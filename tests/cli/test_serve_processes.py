@@ -25,14 +25,17 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agentsync.cli import main
 from agentsync.node import Node
+from agentsync.transport.tls import fingerprint
+from tests.tlscerts import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = "0.1"
 START_DEADLINE_S = 20.0
 CONVERGE_DEADLINE_S = 15.0
 STOP_DEADLINE_S = 10.0
-URL_LINE = re.compile(r"^agentsync node (\S+) serving (http://\S+) \(cluster (\S+)\)$")
+URL_LINE = re.compile(r"^agentsync node (\S+) serving (https?://\S+) \(cluster (\S+)\)$")
 
 T = TypeVar("T")
 
@@ -364,3 +367,59 @@ def test_a_bad_secret_file_is_one_line_exit_2(
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
         assert fragment in lines[0] and str(path) in lines[0]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``agentsync ARGS`` in this process (no interpreter start-up): code, stdout, stderr."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_serve_with_mutual_tls_and_status_over_https(
+    serve: Callable[..., Served], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = Pki(tmp_path)
+    (a_cert, a_key), (b_cert, b_key), (me_cert, me_key) = (
+        pki.issue(name) for name in ("a", "b", "me")
+    )
+    mutual = ["--tls-ca", pki.ca, "--tls-require-client-cert", "--gossip-interval", INTERVAL]
+    b = serve("--id", "b", "--tls-cert", b_cert, "--tls-key", b_key, *mutual)
+    a = serve("--id", "a", "--tls-cert", a_cert, "--tls-key", a_key, *mutual, "--peer", b.url)
+    assert a.url.startswith("https://127.0.0.1:")
+    me = ["--tls-ca", pki.ca, "--tls-cert", me_cert, "--tls-key", me_key]
+
+    def a_sees_b_alive() -> bool:
+        code, out, _ = run_cli(capsys, "status", a.url, *me, "--tls-pin", fingerprint(a_cert))
+        return code == 0 and bool(re.search(rf"{re.escape(b.url)}\s+b\s+alive", out))
+
+    eventually(a_sees_b_alive, "a exchanges with b over mutual TLS")
+    for refused in (
+        ["--tls-ca", pki.ca],  # no client certificate
+        [*me, "--tls-pin", fingerprint(b_cert)],  # a's certificate is not pinned
+    ):
+        code, out, err = run_cli(capsys, "dump", a.url, *refused)
+        assert code == 2, out
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("agentsync dump: error: cannot read "), err
+    code, _, err = run_cli(capsys, "dump", a.url.replace("https://", "http://"), *me)
+    assert code == 2 and "https:// URL" in err
+
+
+def test_bad_tls_options_are_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing.pem")
+    for args in (
+        ["serve", "--tls-cert", missing],
+        ["serve", "--tls-ca", missing],
+        ["status", "https://127.0.0.1:9", "--tls-ca", missing],
+    ):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2, args
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and missing in lines[0], err
+    code, _, err = run_cli(capsys, "serve", "--tls-pin", "abc")
+    assert code == 2 and "not a SHA-256 fingerprint" in err
+    code, _, err = run_cli(capsys, "serve", "--tls-ca", Pki(tmp_path).ca)  # nothing to serve
+    assert code == 2 and "needs a certificate" in err
