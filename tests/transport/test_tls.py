@@ -7,6 +7,7 @@ and every wait polls with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from agentsync.transport import server as server_module
 from agentsync.transport.limits import Limits
 from agentsync.transport.tls import TLSConfig, fingerprint
 from tests.tlscerts import Pki
-from tests.transport.helpers import FakeHandler, run, serving, started, wait_until
+from tests.transport.helpers import SYNC_HEAD, FakeHandler, run, serving, started, wait_until
 
 BODY = b"\x91\x01"
 
@@ -205,3 +206,43 @@ def test_connections_are_capped_before_their_handshake_and_slow_ones_dropped(
 
     run(main())
     assert handler.errors >= 2, "the refusal and the timed-out handshake are counted"
+
+
+async def one_flight(port: int, context: ssl.SSLContext, request: bytes) -> bytes:
+    """Handshake by hand, then send its last flight and ``request`` in one write; the reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                writer.write(outgoing.read())
+                incoming.write(await reader.read(1 << 16))
+        tls.write(request)
+        writer.write(outgoing.read())  # the client's Finished and the request, together
+        reply = b""
+        while b"echo:" not in reply:
+            incoming.write(await reader.read(1 << 16))
+            with contextlib.suppress(ssl.SSLWantReadError):
+                reply += tls.read(1 << 16)
+        return reply
+    finally:
+        writer.close()
+
+
+def test_a_request_sent_with_the_handshakes_last_flight_is_served(
+    pki: Pki, node_a: tuple[str, str], node_b: tuple[str, str]
+) -> None:
+    """Bytes decrypted as the handshake ends reach aiohttp: buffered, not dropped."""
+    handler = FakeHandler()
+    request = f"{SYNC_HEAD}Content-Length: {len(BODY)}\r\n\r\n".encode() + BODY
+
+    async def main() -> bytes:
+        async with serving(handler, ssl=mutual(pki, node_a).server_context()) as server:
+            return await one_flight(server.port, mutual(pki, node_b).client_context(), request)
+
+    assert run(main(), timeout=5.0).startswith(b"HTTP/1.1 200 OK")
+    assert handler.bodies == [BODY]
