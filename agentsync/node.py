@@ -52,6 +52,7 @@ from agentsync.errors import (
 )
 from agentsync.handles import Container, H, Handle, Path
 from agentsync.security import Channel, Keyring, Secret
+from agentsync.status import report
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
 from agentsync.sync.acl import Acl
@@ -1158,6 +1159,11 @@ class Node(Container):
                 for name, replica in self._items()
             }
         return {"node_id": self.node_id, "cluster": self.cluster, "names": names}
+
+    def status_json(self) -> dict[str, Any]:
+        """What the status page shows (``GET /v1/status``), bounded: see ``agentsync.status``."""
+        with self._lock:
+            return report(self.health(), self._engine, self._auth_failures)
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the sync metrics."""

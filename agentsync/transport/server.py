@@ -1,4 +1,4 @@
-"""The HTTP server of a node: sync exchanges in, health, state and metrics out.
+"""The HTTP server of a node: sync exchanges in; health, state, metrics and status out.
 
 It moves bytes and refuses hostile input before the handler sees it: bodies
 are read with a size and a time bound, compressed bodies and wrong content
@@ -8,8 +8,9 @@ request must pass the ``limits.Gate`` (per remote address and in total), or
 is answered 429 or 503 with a ``Retry-After`` and closed.
 With a ``Channel`` (a cluster secret), a sync body is opened and checked
 before the handler sees a byte of it, and anything unauthenticated gets a
-401: a plain body, a failed envelope, a replay, or a read of the state or
-metrics without the key's bearer token. Health then says only "alive".
+401: a plain body, a failed envelope, a replay, or a read of the state,
+status or metrics without the key's bearer token. Health then says only
+"alive", and the status page (``page.py``) asks for the token.
 With an ``ssl`` context (``transport.tls``) it serves https: the TLS
 handshake starts only once the gate admitted the connection, is bounded in
 time, and a failed one (plain http, no or a wrong client certificate, a
@@ -31,6 +32,7 @@ from aiohttp.typedefs import Handler, Middleware
 from agentsync.errors import AuthenticationError, ClusterMismatchError, DecodeError, ProtocolError
 from agentsync.security import Channel
 from agentsync.transport.limits import Gate, Limits, Refusal, Turns, remote_key
+from agentsync.transport.page import PAGE, PAGE_HEADERS
 from agentsync.transport.urls import base_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -40,6 +42,7 @@ from agentsync.transport.wire import (
     MSGPACK,
     SEALED,
     STATE_PATH,
+    STATUS_PATH,
     SYNC_PATH,
     BodyTooLargeError,
     identity_encoded,
@@ -85,6 +88,10 @@ class SyncHandler(Protocol):
 
     def metrics_text(self) -> str:
         """The Prometheus text of ``GET /metrics``."""
+        ...
+
+    def status_json(self) -> dict[str, Any]:
+        """The JSON of ``GET /v1/status``, which the status page polls."""
         ...
 
     def count_error(self) -> None:
@@ -194,6 +201,8 @@ class SyncServer:
         app.router.add_get(HEALTH_PATH, self._health)
         app.router.add_get(STATE_PATH, self._state)
         app.router.add_get(METRICS_PATH, self._metrics)
+        app.router.add_get("/", self._page)
+        app.router.add_get(STATUS_PATH, self._status)
         return app
 
     def _guard(self) -> Middleware:
@@ -298,6 +307,14 @@ class SyncServer:
         self._check_token(request)
         text = self._handler.metrics_text()
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _page(self, request: web.Request) -> web.Response:
+        """The status page, to anyone: it holds no data and asks for the token itself."""
+        return web.Response(body=PAGE, headers=PAGE_HEADERS)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        return web.json_response(self._handler.status_json(), headers={"Cache-Control": "no-store"})
 
 
     def _authorized(self, request: web.Request) -> bool:

@@ -24,6 +24,8 @@ SYNC_PATH = "/v1/sync"
 HEALTH_PATH = "/v1/health"
 STATE_PATH = "/v1/state"
 METRICS_PATH = "/metrics"
+STATUS_PATH = "/v1/status"
+"""What the status page (``GET /``) polls: ``agentsync.status.report``'s JSON."""
 
 DEFAULT_MAX_BODY_BYTES = (1 << 20) + (16 << 10)
 """The sync engine's 1 MiB message bound plus room, so every message it composes fits."""
