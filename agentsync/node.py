@@ -205,7 +205,7 @@ class Node(Container):
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
         self._retell_at = 0.0
-        self._inflight: builtins.set[str] = builtins.set()
+        self._inflight: dict[str, asyncio.Event] = {}  # url -> set when its exchange ends
         self._probes: builtins.set[asyncio.Task[bool]] = builtins.set()
         self._subscribers: list[Callable[[Change], None]] = []
         self._queues: builtins.set[asyncio.Queue[Change]] = builtins.set()
@@ -663,7 +663,11 @@ class Node(Container):
             return list(self._membership)
 
     async def sync_now(self) -> None:
-        """Run one push-pull exchange with every known peer; return when all are done or failed."""
+        """Run one push-pull exchange with every known peer; return when all are done or failed.
+
+        An exchange already under way with a peer is waited for first, since it
+        may have left before the latest writes.
+        """
         loop = self._loop
         if loop is None:
             raise RuntimeError("the node is not started")
@@ -671,7 +675,7 @@ class Node(Container):
             future = asyncio.run_coroutine_threadsafe(self.sync_now(), loop)
             await asyncio.wrap_future(future)
             return
-        await asyncio.gather(*(self._exchange(url) for url in self.peers))
+        await asyncio.gather(*(self._exchange(url, after_inflight=True) for url in self.peers))
 
     # -- gossip -----------------------------------------------------------------
 
@@ -949,16 +953,20 @@ class Node(Container):
         else:
             loop.call_soon_threadsafe(push.set)
 
-    async def _exchange(self, url: str) -> bool:
+    async def _exchange(self, url: str, *, after_inflight: bool = False) -> bool:
         """One exchange with ``url``, then more while a snapshot is under way.
 
         An exchange already under way with ``url`` (the gossip round and an
         eager push can pick the same peer) is not doubled: it would carry the
-        same interval twice.
+        same interval twice. With ``after_inflight`` (``sync_now``), this one
+        waits for it to end and then runs: that one may have left before the
+        latest writes.
         """
-        if url in self._inflight:
-            return False
-        self._inflight.add(url)
+        while (running := self._inflight.get(url)) is not None:
+            if not after_inflight:
+                return False
+            await running.wait()
+        ended = self._inflight[url] = asyncio.Event()
         try:
             for _ in range(SNAPSHOT_ROUNDS):
                 peer_id = await self._exchange_once(url)
@@ -966,7 +974,8 @@ class Node(Container):
                     return peer_id is not None
             return True
         finally:
-            self._inflight.discard(url)
+            del self._inflight[url]
+            ended.set()
 
     async def _exchange_once(self, url: str) -> str | None:
         client = self._client
