@@ -1,4 +1,4 @@
-"""The ``agentsync`` command: ``serve``, ``status``, ``dump`` and ``demo``.
+"""The ``agentsync`` command: ``serve``, ``mcp``, ``status``, ``dump`` and ``demo``.
 
 Every error (bad arguments, a bad URL, a peer that does not answer, a port in
 use) ends as one line on stderr and exit code 2, never a traceback.
@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
@@ -24,6 +24,7 @@ from agentsync.store import DURABILITIES, StoreError
 from agentsync.sync import PruningConfig
 
 if TYPE_CHECKING:
+    from agentsync.node import Node
     from agentsync.transport.tls import TLSConfig
 
 EXIT_ERROR = 2
@@ -190,6 +191,84 @@ def _tls(args: argparse.Namespace) -> TLSConfig | None:
         raise CliError(_one_line(exc)) from None
 
 
+def _node_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a node that ``serve`` and ``mcp`` run."""
+    parser.add_argument("--id", dest="node_id", help="node id (default: a random one)")
+    parser.add_argument("--cluster", default="default", help="cluster name (default: default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=_port, default=0, help="port to bind (default: 0, any free port)"
+    )
+    parser.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        type=node_url,
+        default=[],
+        metavar="URL",
+        help="a peer's URL, http://host:port (repeat for more peers)",
+    )
+    parser.add_argument(
+        "--seed",
+        dest="seeds",
+        action="append",
+        type=node_url,
+        default=[],
+        metavar="URL",
+        help="a node to start from; peers it names are learned too (repeat for more)",
+    )
+    parser.add_argument(
+        "--mdns",
+        action="store_true",
+        help="find nodes of the same cluster on the LAN over mDNS (bind --host 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--remove-after",
+        type=_seconds,
+        default=MembershipConfig.remove_after,
+        metavar="S",
+        help=f"seconds a dead peer is kept and retried before it is forgotten, seeds aside "
+        f"(default: {MembershipConfig.remove_after:g})",
+    )
+    parser.add_argument(
+        "--prune-after",
+        type=_seconds,
+        default=PRUNE_AFTER,
+        metavar="S",
+        help="seconds the replica of a removed peer is kept before its metadata is pruned; "
+        "a peer away longer than --remove-after plus this starts anew when it returns, "
+        f"losing its writes no other node had (default: {PRUNE_AFTER:g})",
+    )
+    parser.add_argument(
+        "--data-dir", help="directory for the node's durable state (default: kept in memory)"
+    )
+    parser.add_argument(
+        "--durability",
+        choices=DURABILITIES,
+        default="full",
+        help="with --data-dir: full fsyncs every write and survives power loss; normal "
+        "survives a crash of the process (default: full)",
+    )
+    parser.add_argument(
+        "--gossip-interval",
+        type=_seconds,
+        default=0.2,
+        metavar="S",
+        help="seconds between gossip rounds (default: 0.2)",
+    )
+    parser.add_argument(
+        "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
+    )
+    _secret_file(parser, "every exchange is then sealed and authenticated")
+    _tls_options(parser, serving=True)
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning",
+        help="what the node logs on stderr (default: warning)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="agentsync",
@@ -206,80 +285,17 @@ def _parser() -> argparse.ArgumentParser:
             "SIGINT or SIGTERM. The first line printed names the node and its URL."
         ),
     )
-    serve.add_argument("--id", dest="node_id", help="node id (default: a random one)")
-    serve.add_argument("--cluster", default="default", help="cluster name (default: default)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    serve.add_argument(
-        "--port", type=_port, default=0, help="port to bind (default: 0, any free port)"
+    _node_options(serve)
+    mcp = commands.add_parser(
+        "mcp",
+        help="run a node and serve its names to an MCP client on stdin and stdout",
+        description=(
+            "Run a node, as serve does, and serve MCP tools that read and write its names "
+            "on stdin and stdout until the client closes stdin, or SIGINT or SIGTERM; the "
+            "node's line goes to stderr (docs/guides/mcp.md). Needs agentsync[mcp]."
+        ),
     )
-    serve.add_argument(
-        "--peer",
-        dest="peers",
-        action="append",
-        type=node_url,
-        default=[],
-        metavar="URL",
-        help="a peer's URL, http://host:port (repeat for more peers)",
-    )
-    serve.add_argument(
-        "--seed",
-        dest="seeds",
-        action="append",
-        type=node_url,
-        default=[],
-        metavar="URL",
-        help="a node to start from; peers it names are learned too (repeat for more)",
-    )
-    serve.add_argument(
-        "--mdns",
-        action="store_true",
-        help="find nodes of the same cluster on the LAN over mDNS (bind --host 0.0.0.0)",
-    )
-    serve.add_argument(
-        "--remove-after",
-        type=_seconds,
-        default=MembershipConfig.remove_after,
-        metavar="S",
-        help=f"seconds a dead peer is kept and retried before it is forgotten, seeds aside "
-        f"(default: {MembershipConfig.remove_after:g})",
-    )
-    serve.add_argument(
-        "--prune-after",
-        type=_seconds,
-        default=PRUNE_AFTER,
-        metavar="S",
-        help="seconds the replica of a removed peer is kept before its metadata is pruned; "
-        "a peer away longer than --remove-after plus this starts anew when it returns, "
-        f"losing its writes no other node had (default: {PRUNE_AFTER:g})",
-    )
-    serve.add_argument(
-        "--data-dir", help="directory for the node's durable state (default: kept in memory)"
-    )
-    serve.add_argument(
-        "--durability",
-        choices=DURABILITIES,
-        default="full",
-        help="with --data-dir: full fsyncs every write and survives power loss; normal "
-        "survives a crash of the process (default: full)",
-    )
-    serve.add_argument(
-        "--gossip-interval",
-        type=_seconds,
-        default=0.2,
-        metavar="S",
-        help="seconds between gossip rounds (default: 0.2)",
-    )
-    serve.add_argument(
-        "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
-    )
-    _secret_file(serve, "every exchange is then sealed and authenticated")
-    _tls_options(serve, serving=True)
-    serve.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        default="warning",
-        help="what the node logs on stderr (default: warning)",
-    )
+    _node_options(mcp)
 
     for name, text in (
         ("status", "print a node's health, peers and names as a table"),
@@ -491,6 +507,34 @@ async def _dump(url: str, timeout: float, token: str | None, tls: TLSConfig | No
 
 async def serve(args: argparse.Namespace, out: TextIO) -> int:
     """Run a node until SIGINT or SIGTERM, then stop it cleanly."""
+    return await _run_node(args, out, lambda node: asyncio.Event().wait())
+
+
+async def mcp(args: argparse.Namespace) -> int:
+    """Run a node and its MCP tools on stdio until the client leaves or a signal comes."""
+    try:
+        from agentsync.adapters.mcp import serve_stdio
+    except ImportError as exc:
+        raise CliError(_one_line(exc)) from None
+    served = False
+
+    async def work(node: Node) -> None:
+        nonlocal served
+        await serve_stdio(node)
+        served = True
+
+    code = await _run_node(args, sys.stderr, work)  # stdout carries the protocol
+    if not served:  # a signal: the SDK's stdin reader blocks in a thread no cancel ends
+        sys.stderr.flush()
+        os._exit(code)  # the node has stopped cleanly; only that thread is left
+    return code
+
+
+async def _run_node(
+    args: argparse.Namespace, out: TextIO, work: Callable[[Node], Awaitable[object]]
+) -> int:
+    """Start the node of the options, run ``work(node)`` until it ends or SIGINT or
+    SIGTERM comes, then stop the node cleanly; ``out`` gets its first and last line."""
     from agentsync.node import Node
 
     logging.basicConfig(
@@ -545,7 +589,13 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
                 file=out,
                 flush=True,
             )
-            await stopping.wait()
+            working = asyncio.ensure_future(work(node))
+            signalled = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait((working, signalled), return_when=asyncio.FIRST_COMPLETED)
+            for task in (working, signalled):
+                task.cancel()
+            if working.done():
+                working.result()  # its error, if it failed
         finally:
             await node.stop()
         print(f"agentsync node {node.node_id} stopped", file=out, flush=True)
@@ -558,6 +608,8 @@ async def serve(args: argparse.Namespace, out: TextIO) -> int:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "serve":
         return asyncio.run(serve(args, out))
+    if args.command == "mcp":
+        return asyncio.run(mcp(args))
     if args.command == "status":
         print(asyncio.run(_status(args.url, args.timeout, _token(args), _tls(args))), file=out)
         return 0

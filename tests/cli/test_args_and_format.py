@@ -304,5 +304,5 @@ def test_bad_arguments_are_one_line_exit_2(
 def test_help_lists_every_command() -> None:
     done = _cli("--help")
     assert done.returncode == 0
-    for command in ("serve", "status", "dump", "demo"):
+    for command in ("serve", "mcp", "status", "dump", "demo"):
         assert command in done.stdout
