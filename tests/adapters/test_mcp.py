@@ -4,6 +4,8 @@ and ``agentsync mcp`` as a real subprocess on stdio whose writes reach another n
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import sys
 import time
 from typing import Any
@@ -138,6 +140,28 @@ def test_agentsync_mcp_on_stdio_joins_the_mesh() -> None:
             await stop_all([here])
 
     run(go(), timeout=60)
+
+
+def test_agentsync_mcp_stops_its_node_on_sigterm_while_the_client_holds_stdin() -> None:
+    """The SDK's stdin reader cannot be cancelled: the command must still stop
+    its node and exit at once, not wait for a line that never comes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentsync.cli", "mcp", "--id", "tools"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline().startswith("agentsync node tools serving http://")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE_S) == 0
+        assert "agentsync node tools stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def test_agentsync_mcp_without_the_extra_says_how_to_install_it(
