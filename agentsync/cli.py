@@ -318,6 +318,13 @@ def _parser() -> argparse.ArgumentParser:
             "(default: default)",
         )
         _tls_options(sub, serving=False)
+        if name == "status":
+            sub.add_argument(
+                "--json",
+                action="store_true",
+                help='print {"health": GET /v1/health, "state": GET /v1/state} as JSON, '
+                "for scripts",
+            )
 
     demo = commands.add_parser(
         "demo",
@@ -493,11 +500,15 @@ def _secrets(args: argparse.Namespace) -> list[bytes | str]:
     return [read_secret(path) for path in args.secret_files or ()]
 
 
-async def _status(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:
+async def _status(
+    url: str, timeout: float, token: str | None, tls: TLSConfig | None, as_json: bool = False
+) -> str:
     health, state = await fetch_json(url, ["/v1/health", "/v1/state"], timeout, token, tls)
     if not isinstance(health, dict) or not isinstance(state, dict):
         raise CliError(f"{url} answered JSON that is not a node's health and state")
-    return format_status(health, state)
+    return (
+        format_dump({"health": health, "state": state}) if as_json else format_status(health, state)
+    )
 
 
 async def _dump(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:
@@ -611,7 +622,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "mcp":
         return asyncio.run(mcp(args))
     if args.command == "status":
-        print(asyncio.run(_status(args.url, args.timeout, _token(args), _tls(args))), file=out)
+        status = _status(args.url, args.timeout, _token(args), _tls(args), args.json)
+        print(asyncio.run(status), file=out)
         return 0
     if args.command == "dump":
         print(asyncio.run(_dump(args.url, args.timeout, _token(args), _tls(args))), file=out)

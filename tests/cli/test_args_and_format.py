@@ -6,6 +6,7 @@ so formatting and error handling are tested without a Node.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from agentsync.cli import format_status, main, node_url, short_value
+from agentsync.cli import _parser, format_status, main, node_url, short_value
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,6 +141,13 @@ def test_dump_accepts_host_port_and_a_trailing_slash(
 ) -> None:
     assert main(["dump", fake_node.removeprefix("http://") + "/"]) == 0
     assert json.loads(capsys.readouterr().out) == STATE
+
+
+def test_status_json_is_the_health_and_the_state_for_scripts(
+    fake_node: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", fake_node, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"health": HEALTH, "state": STATE}
 
 
 def test_status_shows_health_peers_and_names(
@@ -306,3 +314,23 @@ def test_help_lists_every_command() -> None:
     assert done.returncode == 0
     for command in ("serve", "mcp", "status", "dump", "demo"):
         assert command in done.stdout
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    [action] = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_commands()))
+def test_every_command_has_help_for_itself_and_each_option(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: agentsync {command}")
+    sub = _commands()[command]
+    assert sub.description and " ".join(sub.description.split()[:3]) in " ".join(out.split())
+    undocumented = [a.dest for a in sub._actions if not a.help]
+    assert not undocumented
