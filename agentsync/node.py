@@ -874,6 +874,7 @@ class Node(Container):
                 on_found=self._found, addresses=None if wildcard else [self.host],
                 fingerprint=keyring.primary.fingerprint if keyring is not None else None,
                 fingerprints=(lambda: keyring.fingerprints) if keyring is not None else None,
+                tls=self._ssl is not None,
             )  # fmt: skip
         except ValueError as exc:
             log.warning("mDNS discovery is off: %s", exc)
@@ -890,8 +891,6 @@ class Node(Container):
             return
         try:
             base = normalize_url(peer.urls[0])  # on our subnet, IPv4 first: one URL per node
-            if self._ssl is not None:  # mDNS names a host and port: a TLS node reaches https
-                base = "https" + base.removeprefix("http")
         except ValueError:
             log.info("mDNS: skipped %s's URL %r", peer.node_id, peer.urls[0])
             return

@@ -1,12 +1,13 @@
 """Finding peers on the local network with mDNS/DNS-SD (python-zeroconf).
 
 A node registers ``_agentsync._tcp.local.`` with TXT keys ``id`` (its node
-id), ``cluster`` and ``proto`` (the sync protocol version), and ``keyfp``,
-the public fingerprint of its primary key when its cluster has a secret. It
-browses for the same type, and reports each service of its own cluster and
-protocol, other than itself, whose fingerprint it accepts (one of its own
-keys', or none when it has no key), as a ``Discovered`` with one URL per
-address.
+id), ``cluster`` and ``proto`` (the sync protocol version), ``keyfp``, the
+public fingerprint of its primary key when its cluster has a secret, and
+``tls=1`` when it serves https. It browses for the same type, and reports
+each service of its own cluster and protocol, other than itself, whose
+fingerprint it accepts (one of its own keys', or none when it has no key)
+and that speaks its scheme (https to a TLS node, http to a plain one), as a
+``Discovered`` with one URL per address.
 
 Every record is an untrusted hint: anyone on the link can announce one, and
 spoofing works (a rogue that skips probing takes over a live peer's
@@ -84,6 +85,7 @@ _TXT_LIMITS = {
     "cluster": MAX_CLUSTER_CHARS,
     "proto": MAX_PROTO_DIGITS,
     "keyfp": MAX_FINGERPRINT_CHARS,
+    "tls": 1,
 }
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 _NOT_LABEL_CHARS = re.compile(r"[^A-Za-z0-9-]+")
@@ -99,7 +101,7 @@ class Discovered:
     cluster: str
     proto: int
     urls: tuple[str, ...]
-    """``http://HOST:PORT`` per address: on this host's networks first, then IPv4 first.
+    """``http(s)://HOST:PORT`` per address: on this host's networks first, then IPv4 first.
 
     IPv6 hosts are bracketed (link-local ones with their scope).
     """
@@ -130,12 +132,13 @@ def check_port(port: object) -> int:
 
 
 def parse_txt(text: object) -> dict[str, str]:
-    """The ``id``, ``cluster``, ``proto`` and ``keyfp`` values of a TXT record; else DecodeError.
+    """The ``id``, ``cluster``, ``proto``, ``keyfp`` and ``tls`` values of a TXT record.
 
-    The record must be small, every string printable ASCII, no key twice
-    (keys compare case-insensitively) and the three first keys present with
-    values of bounded size (``keyfp`` is optional); ``proto`` is decimal
-    digits. Unknown keys are ignored, so that a later version may add some.
+    DecodeError unless the record is small, every string printable ASCII, no
+    key twice (keys compare case-insensitively) and the three first keys
+    present with values of bounded size (``keyfp`` and ``tls`` are optional,
+    ``tls`` is ``1`` if present); ``proto`` is decimal digits. Unknown keys
+    are ignored, so that a later version may add some.
     """
     if not isinstance(text, bytes):
         raise DecodeError("TXT record is not bytes")
@@ -170,6 +173,8 @@ def parse_txt(text: object) -> dict[str, str]:
         raise DecodeError(f"TXT record lacks {', '.join(missing)}")
     if not values["proto"].isdigit():  # ASCII here, so digits 0-9 only
         raise DecodeError(f"TXT proto {values['proto']!r} is not a number")
+    if values.get("tls", "1") != "1":
+        raise DecodeError(f"TXT tls {values['tls']!r} is not 1")
     return values
 
 
@@ -195,9 +200,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def peer_urls(
-    addresses: Iterable[str], port: int, networks: Iterable[Network] = ()
+    addresses: Iterable[str], port: int, networks: Iterable[Network] = (), scheme: str = "http"
 ) -> tuple[str, ...]:
-    """The ``http://HOST:PORT`` URLs of the usable addresses, at most ``MAX_URLS``.
+    """The ``SCHEME://HOST:PORT`` URLs of the usable addresses, at most ``MAX_URLS``.
 
     Addresses on one of this host's ``networks`` come first (a host on two
     subnets announces both, and only one may be reachable from here), then
@@ -213,7 +218,7 @@ def peer_urls(
             log.debug("mDNS: skipping an address: %s", exc)
             continue
         v6 = ":" in host
-        url = f"http://[{host}]:{port}" if v6 else f"http://{host}:{port}"
+        url = f"{scheme}://[{host}]:{port}" if v6 else f"{scheme}://{host}:{port}"
         ip = ipaddress.ip_address(host.split("%")[0])
         ranked.setdefault(url, (not any(ip in net for net in nets), v6))
     return tuple(sorted(ranked, key=ranked.__getitem__))[:MAX_URLS]
@@ -244,13 +249,15 @@ def parse_service(
     own_id: str,
     networks: Iterable[Network] = (),
     fingerprints: Collection[str] = (),
+    tls: bool = False,
 ) -> Discovered | None:
     """The peer a resolved service announces, or None if it is malformed, foreign or this node.
 
     Its URLs put the addresses on ``networks`` (this host's) first. A peer
     is foreign too when its key fingerprint is not one of ``fingerprints``
     (this node's keys'), or when it has one and this node has none: such a
-    peer could not authenticate with it.
+    peer could not authenticate with it; and when it announces TLS and this
+    node does not (``tls``), or the other way round: the two cannot talk.
 
     Malformed records are logged at INFO, services of another cluster,
     protocol or key and this node's own at DEBUG.
@@ -259,7 +266,8 @@ def parse_service(
         name = check_name(info.name)
         port = check_port(info.port)
         txt = parse_txt(info.text)
-        urls = peer_urls(info.parsed_scoped_addresses(), port, networks)
+        scheme = "https" if "tls" in txt else "http"
+        urls = peer_urls(info.parsed_scoped_addresses(), port, networks, scheme)
         if not urls:
             raise DecodeError("no usable address")
     except DecodeError as exc:
@@ -279,6 +287,10 @@ def parse_service(
     if not (fingerprint in fingerprints if fingerprints else fingerprint is None):
         log.debug("mDNS: ignoring service %r: node %r announces key fingerprint %r, not ours",
                   name, txt["id"], fingerprint)  # fmt: skip
+        return None
+    if ("tls" in txt) != tls:
+        log.debug("mDNS: ignoring service %r: node %r serves %s, this node %s",
+                  name, txt["id"], scheme, "https" if tls else "http")  # fmt: skip
         return None
     return Discovered(
         node_id=txt["id"], cluster=txt["cluster"], proto=proto, urls=urls, fingerprint=fingerprint
@@ -343,10 +355,11 @@ class MdnsDiscovery:
         ip_version: IPVersion = IPVersion.All,
         fingerprint: str | None = None,
         fingerprints: Callable[[], Collection[str]] | None = None,
+        tls: bool = False,
     ) -> None:
-        self._info = _service_info(
-            f"{_instance_label(node_id)}.{SERVICE_TYPE}", node_id, cluster, port, fingerprint
-        )
+        self._tls = tls
+        name = f"{_instance_label(node_id)}.{SERVICE_TYPE}"
+        self._info = _service_info(name, node_id, cluster, port, fingerprint, tls=tls)
         if addresses is not None:
             addresses = [ipaddress.ip_address(address).compressed for address in addresses]
         self.node_id = node_id
@@ -405,7 +418,9 @@ class MdnsDiscovery:
         ValueError if peers would refuse the record. The TXT record is
         updated in the background once registered; a later call supersedes it.
         """
-        info = _service_info(self.name, self.node_id, self.cluster, self._port, fingerprint)
+        info = _service_info(
+            self.name, self.node_id, self.cluster, self._port, fingerprint, tls=self._tls
+        )
         info.addresses = self._info.addresses
         info.set_server_if_missing()  # as registering does; updating asserts it
         self._info, self.fingerprint = info, fingerprint
@@ -510,7 +525,7 @@ class MdnsDiscovery:
             return None
         return parse_service(
             info, cluster=self.cluster, own_id=self.node_id, networks=local_networks(),
-            fingerprints=self._fingerprints(),
+            fingerprints=self._fingerprints(), tls=self._tls,
         )  # fmt: skip
 
 
@@ -565,12 +580,14 @@ def local_addresses(
 
 
 def _service_info(
-    name: str, node_id: str, cluster: str, port: int, fingerprint: str | None
+    name: str, node_id: str, cluster: str, port: int, fingerprint: str | None, *, tls: bool
 ) -> AsyncServiceInfo:
     """The service this node registers; ValueError if peers would refuse its record."""
     properties = {"id": node_id, "cluster": cluster, "proto": str(PROTOCOL_VERSION)}
     if fingerprint is not None:
         properties["keyfp"] = fingerprint
+    if tls:
+        properties["tls"] = "1"
     try:
         info = AsyncServiceInfo(SERVICE_TYPE, name, port=check_port(port), properties=properties)
         parse_txt(info.text)

@@ -351,6 +351,31 @@ def test_parse_service_takes_only_peers_announcing_one_of_our_key_fingerprints(
         assert any("key fingerprint" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize("announced", [False, True])
+@pytest.mark.parametrize("ours", [False, True])
+def test_parse_service_takes_only_peers_of_its_scheme_and_gives_their_urls_in_it(
+    announced: bool, ours: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TLS node and a plain one cannot talk: each skips the other, and https is announced."""
+    properties = {**GOOD_TXT, "tls": "1"} if announced else GOOD_TXT
+    with caplog.at_level(logging.DEBUG, logger="agentsync.discovery"):
+        found = parse_service(info(properties=properties), cluster="blue", own_id="me", tls=ours)
+    if announced != ours:
+        assert found is None
+        assert any("serves http" in r.message for r in caplog.records)
+    else:
+        assert found is not None
+        scheme = "https://" if ours else "http://"
+        assert found.urls and all(url.startswith(scheme) for url in found.urls)
+
+
+def test_parse_txt_takes_tls_only_as_1() -> None:
+    assert parse_txt(GOOD_RAW + txt(b"tls=1"))["tls"] == "1"
+    for bad in (b"tls=0", b"tls=", b"tls=yes", b"tls"):
+        with pytest.raises(DecodeError):
+            parse_txt(GOOD_RAW + txt(bad))
+
+
 def test_parse_txt_bounds_the_fingerprint() -> None:
     assert parse_txt(GOOD_RAW + txt(b"keyfp=" + b"f" * 64))["keyfp"] == "f" * 64
     with pytest.raises(DecodeError):

@@ -122,6 +122,8 @@ def test_a_tls_node_takes_https_urls_only(pki: Pki, certs: dict[str, tuple[str, 
     node._learn((("b", "http://127.0.0.1:9"),), sender="b", peer_url="https://127.0.0.1:8")
     assert node.peers == [], "an http URL a peer names is skipped"
     node._found(Discovered("c", "default", PROTOCOL_VERSION, ("http://10.0.0.5:7000",)))
-    assert node.peers == ["https://10.0.0.5:7000"], "mDNS gives a host and port: https here"
+    assert node.peers == [], "a plain node found over mDNS is skipped"
+    node._found(Discovered("d", "default", PROTOCOL_VERSION, ("https://10.0.0.6:7000",)))
+    assert node.peers == ["https://10.0.0.6:7000"], "one announcing tls=1 is reached at https"
     with pytest.raises(TypeError, match="TLSConfig"):
         Node("a", tls={"cert": "x"})  # type: ignore[arg-type]
