@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_TIMEOUT_S = 5.0
 MAX_JSON_BYTES = 1 << 30
 """The largest ``/v1/state`` the CLI reads (the state of a big node is big)."""
+WATCH_INTERVAL_S = 1.0
+"""Seconds between refreshes of ``status --watch`` given no number."""
 VALUE_CHARS = 60
 """Values longer than this are cut short in ``status`` tables."""
 
@@ -97,14 +100,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _fanout(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid fanout {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"fanout must be >= 1, not {value}")
-    return value
+def _at_least_one(what: str) -> Callable[[str], int]:
+    """The argument type of an integer option ``what`` that must be >= 1."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {what} {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be >= 1, not {value}")
+        return value
+
+    return check
 
 
 def read_secret(path: str) -> bytes | str:
@@ -257,7 +265,11 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
         help="seconds between gossip rounds (default: 0.2)",
     )
     parser.add_argument(
-        "--fanout", type=_fanout, default=3, metavar="N", help="peers per round (default: 3)"
+        "--fanout",
+        type=_at_least_one("fanout"),
+        default=3,
+        metavar="N",
+        help="peers per round (default: 3)",
     )
     _secret_file(parser, "every exchange is then sealed and authenticated")
     _tls_options(parser, serving=True)
@@ -286,6 +298,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     _node_options(serve)
+    serve.add_argument(
+        "--json",
+        action="store_true",
+        help='print the first line as {"event": "serving", "node_id", "url", "cluster"} '
+        'and the last as {"event": "stopped", "node_id"}, for scripts (with --port 0)',
+    )
     mcp = commands.add_parser(
         "mcp",
         help="run a node and serve its names to an MCP client on stdin and stdout",
@@ -323,7 +341,23 @@ def _parser() -> argparse.ArgumentParser:
                 "--json",
                 action="store_true",
                 help='print {"health": GET /v1/health, "state": GET /v1/state} as JSON, '
-                "for scripts",
+                "for scripts; with --watch, one JSON object of GET /v1/status per refresh",
+            )
+            sub.add_argument(
+                "--watch",
+                type=_seconds,
+                nargs="?",
+                const=WATCH_INTERVAL_S,
+                metavar="S",
+                help="show each peer's catch-up (dots seen, snapshot pieces) every S seconds "
+                f"(default: {WATCH_INTERVAL_S:g}) until Ctrl-C or SIGTERM: progress bars on a "
+                "terminal with agentsync[cli] installed, else one line per refresh",
+            )
+            sub.add_argument(
+                "--count",
+                type=_at_least_one("count"),
+                metavar="N",
+                help="with --watch: stop after N refreshes (alone, it implies --watch)",
             )
 
     demo = commands.add_parser(
@@ -511,6 +545,23 @@ async def _status(
     )
 
 
+async def _watch(args: argparse.Namespace, out: TextIO) -> int:
+    from agentsync.transport.wire import STATUS_PATH
+    from agentsync.watch import watch
+
+    token, tls = _token(args), _tls(args)
+
+    async def fetch() -> dict[str, Any]:
+        [status] = await fetch_json(args.url, [STATUS_PATH], args.timeout, token, tls)
+        if not isinstance(status, dict):
+            raise CliError(f"{args.url} answered JSON that is not a node's status")
+        return status
+
+    with stop_on_signals() as stopping:
+        interval = args.watch or WATCH_INTERVAL_S
+        return await watch(fetch, out, stopping, interval, count=args.count, as_json=args.json)
+
+
 async def _dump(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:
     [state] = await fetch_json(url, ["/v1/state"], timeout, token, tls)
     return format_dump(state)
@@ -541,6 +592,21 @@ async def mcp(args: argparse.Namespace) -> int:
     return code
 
 
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT and SIGTERM set, so that a command ends cleanly (exit code 0)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        yield stopping
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
 async def _run_node(
     args: argparse.Namespace, out: TextIO, work: Callable[[Node], Awaitable[object]]
 ) -> int:
@@ -557,12 +623,7 @@ async def _run_node(
     secrets = _secrets(args)
     secret, installed = (secrets[0], secrets[1:]) if secrets else (None, [])
     tls = _tls(args)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for signum in signals:
-        loop.add_signal_handler(signum, stopping.set)
-    try:
+    with stop_on_signals() as stopping:
         try:
             node = Node(
                 args.node_id,
@@ -594,9 +655,13 @@ async def _run_node(
                 raise CliError(f"cannot use {exc.filename}: {reason}") from None
             where = f"{args.host}:{args.port}"
             raise CliError(f"cannot serve on {where}: {reason}") from None
+        as_json = getattr(args, "json", False)  # mcp has no --json
         try:
+            serving = {"event": "serving", "node_id": node.node_id, "url": node.url}
             print(
-                f"agentsync node {node.node_id} serving {node.url} (cluster {args.cluster})",
+                json.dumps({**serving, "cluster": args.cluster})
+                if as_json
+                else f"agentsync node {node.node_id} serving {node.url} (cluster {args.cluster})",
                 file=out,
                 flush=True,
             )
@@ -609,11 +674,14 @@ async def _run_node(
                 working.result()  # its error, if it failed
         finally:
             await node.stop()
-        print(f"agentsync node {node.node_id} stopped", file=out, flush=True)
+        print(
+            json.dumps({"event": "stopped", "node_id": node.node_id})
+            if as_json
+            else f"agentsync node {node.node_id} stopped",
+            file=out,
+            flush=True,
+        )
         return 0
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -621,6 +689,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return asyncio.run(serve(args, out))
     if args.command == "mcp":
         return asyncio.run(mcp(args))
+    if args.command == "status" and (args.watch or args.count):
+        return asyncio.run(_watch(args, out))
     if args.command == "status":
         status = _status(args.url, args.timeout, _token(args), _tls(args), args.json)
         print(asyncio.run(status), file=out)

@@ -234,6 +234,19 @@ def test_a_signal_stops_serve_cleanly(signum: int, serve: Callable[..., Served])
     assert "Unclosed" not in err  # the client session and the server were closed
 
 
+def test_serve_json_prints_its_first_and_last_line_as_json_objects(
+    serve: Callable[..., Served],
+) -> None:
+    served = serve("--json", "--id", "solo", "--cluster", "lab", "--port", "0", wait=False)
+    first = json.loads(served.next_line(START_DEADLINE_S))
+    assert first.keys() == {"event", "node_id", "url", "cluster"}
+    assert (first["event"], first["node_id"], first["cluster"]) == ("serving", "solo", "lab")
+    health = get_json(first["url"], "/v1/health")  # the URL of --port 0, ready to use
+    assert (health["node_id"], health["url"]) == ("solo", first["url"])
+    assert served.stop() == 0
+    assert json.loads(served.next_line(STOP_DEADLINE_S)) == {"event": "stopped", "node_id": "solo"}
+
+
 def test_status_counts_a_dead_peers_failures(serve: Callable[..., Served]) -> None:
     dead = serve()
     dead_url = dead.url
