@@ -657,9 +657,15 @@ async def _run_node(
             raise CliError(f"cannot serve on {where}: {reason}") from None
         as_json = getattr(args, "json", False)  # mcp has no --json
         try:
-            serving = {"event": "serving", "node_id": node.node_id, "url": node.url}
             print(
-                json.dumps({**serving, "cluster": args.cluster})
+                json.dumps(
+                    {
+                        "event": "serving",
+                        "node_id": node.node_id,
+                        "url": node.url,
+                        "cluster": args.cluster,
+                    }
+                )
                 if as_json
                 else f"agentsync node {node.node_id} serving {node.url} (cluster {args.cluster})",
                 file=out,
