@@ -209,6 +209,24 @@ _WRITER = PeerState()
 """What an unknown peer is taken for: a node that may own a pruning."""
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a clean restart resumes of an engine (``agentsync.sync.session`` keeps it as bytes).
+
+    The epoch, and the per-epoch counters peers compare across messages; the
+    buffered deltas after ``floor`` as ``(delta, origin, data)``, one per seq
+    in order; and each peer's state (only its epoch, ack, merged seq,
+    replica, refusals and last transfer are kept).
+    """
+
+    epoch: int
+    refusals: int
+    last_transfer: int
+    floor: int
+    entries: tuple[tuple[ORMap, str | None, bytes], ...]
+    peers: dict[str, PeerState]
+
+
 class SyncEngine:
     """One node's replicas and its side of every exchange.
 
@@ -458,6 +476,26 @@ class SyncEngine:
         if not self._tracked:  # kept for the log alone: no peer needs them
             buffer.clear()
         return blobs
+
+    # -- a session across a clean restart ---------------------------------------
+
+    def session(self) -> Session:
+        """What a clean restart would resume; seals the pending writes into the buffer."""
+        buffer = self._buffer
+        buffer.seal()
+        entries = tuple((e.delta, e.origin, e.data) for e in buffer.since(buffer.floor))
+        return Session(self.epoch, self._refusals, self._last_transfer, buffer.floor, entries,
+                       dict(self._peers))  # fmt: skip
+
+    def resume(self, session: Session) -> None:
+        """Take a saved session, into an engine that has not exchanged yet, on the same state."""
+        self.epoch = session.epoch
+        self._refusals = session.refusals
+        self._last_transfer = session.last_transfer
+        self._buffer.restore(session.floor, session.entries)
+        for node_id, peer in session.peers.items():
+            self._keep(node_id, peer)
+        self._collect()  # drops what no peer needs, and notes whether any is tracked
 
     # -- the exchange -----------------------------------------------------------
 

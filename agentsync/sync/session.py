@@ -29,26 +29,24 @@ import msgpack
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode
 from agentsync.crdt.ormap import ORMap
 from agentsync.errors import DecodeError
-from agentsync.sync.engine import PeerState, SyncEngine
+from agentsync.sync.engine import MAX_PEERS, PeerState, Session, SyncEngine
 from agentsync.sync.pruning import read_count, read_name
 
 FORMAT = 1
 """The layout ``save`` writes; ``resume`` refuses any other."""
-MAX_SESSION_PEERS = 1 << 16
-"""The most peers a session may name (a membership holds at most 1,024)."""
 
 
 def save(engine: SyncEngine) -> bytes:
     """The engine's session, for ``resume`` after a clean restart (seals pending writes)."""
-    buffer = engine._buffer
-    buffer.seal()
-    entries = [[e.seq, e.origin, e.data] for e in buffer.since(buffer.floor)]
+    kept = engine.session()
+    floor = kept.floor
+    entries = [[seq, origin, data] for seq, (_, origin, data) in enumerate(kept.entries, floor + 1)]
     peers = [
         [node_id, p.epoch, p.ack, p.merged, p.replica, p.refusals, p.last_transfer]
-        for node_id, p in sorted(engine._peers.items())
+        for node_id, p in sorted(kept.peers.items())
     ]
-    session = [FORMAT, engine.epoch, engine._refusals, engine._last_transfer,
-               buffer.head, buffer.floor, entries, peers]  # fmt: skip
+    session = [FORMAT, kept.epoch, kept.refusals, kept.last_transfer,
+               floor + len(entries), floor, entries, peers]  # fmt: skip
     return msgpack.packb(session, use_bin_type=True)  # type: ignore[no-any-return]
 
 
@@ -73,16 +71,10 @@ def resume(engine: SyncEngine, data: bytes) -> None:
     if floor > head:
         raise DecodeError("a session's buffer floor is above its head")
     entries = _entries(raw_entries, floor, head)
-    peers = _peers(raw_peers)
-    engine.epoch = epoch
-    engine._refusals = refusals
-    engine._last_transfer = last_transfer
-    engine._buffer.restore(floor, entries)
-    engine._peers.update(peers)
-    engine._collect()  # drops what no peer needs, and notes whether any is tracked
+    engine.resume(Session(epoch, refusals, last_transfer, floor, entries, _peers(raw_peers)))
 
 
-def _entries(raw: Any, floor: int, head: int) -> list[tuple[ORMap, str | None, bytes]]:
+def _entries(raw: Any, floor: int, head: int) -> tuple[tuple[ORMap, str | None, bytes], ...]:
     """The buffered deltas, which hold every seq after the floor up to the head (no gap:
     ``DeltaBuffer.since`` finds an entry by its distance from the first)."""
     if type(raw) is not tuple or len(raw) != head - floor:
@@ -101,12 +93,12 @@ def _entries(raw: Any, floor: int, head: int) -> list[tuple[ORMap, str | None, b
         if not delta.is_delta:
             raise DecodeError("a session entry is a delta, not a full state")
         entries.append((delta, origin, data))
-    return entries
+    return tuple(entries)
 
 
 def _peers(raw: Any) -> dict[str, PeerState]:
-    if type(raw) is not tuple or len(raw) > MAX_SESSION_PEERS:
-        raise DecodeError(f"a session's peers are an array of at most {MAX_SESSION_PEERS}")
+    if type(raw) is not tuple or len(raw) > MAX_PEERS:  # an engine keeps no more
+        raise DecodeError(f"a session's peers are an array of at most {MAX_PEERS}")
     peers: dict[str, PeerState] = {}
     for item in raw:
         if type(item) is not tuple or len(item) != 7:
