@@ -990,7 +990,7 @@ class Node(Container):
             body = encode_message(request)
             self._engine.metrics.bytes_sent += len(body)
         try:
-            reply = await client.exchange(url, body)
+            reply, sealer = await client.exchange_from(url, body)
         except PeerUnavailableError as exc:
             if hash(body) in self._echoes:  # handle_sync saw this very request
                 self._echoes.clear()
@@ -1005,6 +1005,10 @@ class Node(Container):
             self._engine.metrics.bytes_received += len(reply)
         try:
             response = decode_message(reply)
+            if sealer is not None and response.sender != sealer:  # as handle_sync checks
+                raise DecodeError(
+                    f"the message names sender {response.sender!r}, its envelope {sealer!r}"
+                )
         except DecodeError as exc:
             self.count_error()
             log.warning("bad response from %s: %s", url, exc)

@@ -64,6 +64,7 @@ class Channel:
         """The sealed answer to the request whose header is ``request``."""
         return self._seal(body, RESPONSE, request)[0]
 
-    def open_response(self, data: bytes, request: bytes) -> bytes:
-        """The body of an authentic, fresh answer to the request whose header is ``request``."""
-        return self._open(data, RESPONSE, request)[0]
+    def open_response(self, data: bytes, request: bytes) -> tuple[bytes, Header]:
+        """The body of an authentic, fresh answer to the request whose header is ``request``,
+        and its header (whose ``sender`` the message inside must name)."""
+        return self._open(data, RESPONSE, request)

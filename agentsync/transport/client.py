@@ -100,13 +100,19 @@ class SyncClient:
             await session.close()
 
     async def exchange(self, url: str, body: bytes) -> bytes:
-        """POST a sync request to the peer at ``url``; its 200 reply body.
+        """POST a sync request to ``url``; its 200 reply body (see ``exchange_from``)."""
+        return (await self.exchange_from(url, body))[0]
 
-        PeerUnavailableError if the peer cannot be reached, times out, or
-        answers with anything but a bounded msgpack 200 (sealed, with a
-        channel, and authentic). Either way the outcome feeds the peer's
-        backoff; a cancelled exchange does not. ValueError, with no request
-        sent, if ``body`` is larger than a peer accepts.
+    async def exchange_from(self, url: str, body: bytes) -> tuple[bytes, str | None]:
+        """POST a sync request to the peer at ``url``; its 200 reply body, and who sealed it.
+
+        The sealer is the node id in the reply's envelope (None without a
+        channel): the message inside must name it. PeerUnavailableError if
+        the peer cannot be reached, times out, or answers with anything but
+        a bounded msgpack 200 (sealed, with a channel, and authentic).
+        Either way the outcome feeds the peer's backoff; a cancelled
+        exchange does not. ValueError, with no request sent, if ``body`` is
+        larger than a peer accepts.
         """
         peer = normalize_url(url)
         if len(body) > self._max_body_bytes:
@@ -114,7 +120,7 @@ class SyncClient:
         channel = self._channel
         kind = MSGPACK if channel is None else SEALED
         headers = {"Content-Type": kind, "Accept": kind, "Accept-Encoding": "identity"}
-        request = b""
+        request, sealer = b"", None
         if channel is not None:
             body, request = channel.seal_request(body)
         try:
@@ -122,12 +128,12 @@ class SyncClient:
                 "POST", peer + SYNC_PATH, body=body, headers=headers, content_type=kind
             )
             if channel is not None:
-                reply = _opened(channel, reply, request, peer)
+                reply, sealer = _opened(channel, reply, request, peer)
         except PeerUnavailableError:
             self._backoff.failure(peer)
             raise
         self._backoff.success(peer)
-        return reply
+        return reply, sealer
 
     async def get_json(self, url: str, path: str, *, token: str | None = None) -> Any:
         """GET a JSON document from a peer (status, dumps, tests); no effect on backoff.
@@ -207,9 +213,11 @@ class SyncClient:
             raise PeerUnavailableError(f"{where}: reply larger than {limit} bytes") from None
 
 
-def _opened(channel: Channel, data: bytes, request: bytes, peer: str) -> bytes:
-    """The body of a sealed reply to ``request``; PeerUnavailableError if it is not authentic."""
+def _opened(channel: Channel, data: bytes, request: bytes, peer: str) -> tuple[bytes, str]:
+    """The body of a sealed reply to ``request`` and its sealer; PeerUnavailableError if
+    it is not authentic."""
     try:
-        return channel.open_response(data, request)
+        body, header = channel.open_response(data, request)
     except AuthenticationError as exc:
         raise PeerUnavailableError(f"{peer}{SYNC_PATH}: reply refused: {exc}") from None
+    return body, header.sender

@@ -196,6 +196,27 @@ def test_a_member_may_not_speak_as_another_node() -> None:
     run(main())
 
 
+def test_a_reply_must_name_the_node_that_sealed_it() -> None:
+    """A key holder answering as another node: the requester refuses it and merges nothing."""
+
+    async def main() -> None:
+        b = sealed_node("b", peers=["http://127.0.0.1:9"])  # a fixed list: b never dials a
+        await b.start()
+        assert b._server is not None and b.keyring is not None
+        b._server._channel = Channel(b.keyring, "mallory")  # seals b's answers as mallory
+        a = sealed_node("a", peers=[b.url])
+        failures = recorded_failures(a)
+        await a.start()
+        try:
+            b.counter("hits").increment()
+            await eventually(lambda: len(failures) >= 2, "a to refuse two replies")
+            assert a.value == {} and a.metrics.errors >= 2
+        finally:
+            await stop_all([a, b])
+
+    run(main())
+
+
 def test_a_reply_that_fails_authentication_fails_the_exchange() -> None:
     """A peer answering with a forged reply: the requester refuses it and merges nothing."""
 

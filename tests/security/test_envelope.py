@@ -135,7 +135,8 @@ def test_a_channel_pair_exchanges_and_refuses_a_replay() -> None:
     body, seen = b.open_request(request)
     assert (body, seen.raw, seen.sender) == (b"ping", header, "a")
     response = b.seal_response(b"pong", seen.raw)
-    assert a.open_response(response, header) == b"pong"
+    body, opened = a.open_response(response, header)
+    assert (body, opened.sender) == (b"pong", "b")
     with pytest.raises(AuthenticationError, match="replayed"):
         b.open_request(request)
     with pytest.raises(AuthenticationError, match="replayed"):
