@@ -35,7 +35,12 @@ class Channel:
         """Drawn per process: seqs start again at 1 under a new epoch after a restart."""
         self._seqs = itertools.count(1)
         self._clock = clock
-        self._replay = replay or ReplayGuard(clock=clock)
+        self._replays = {
+            REQUEST: replay or ReplayGuard(clock=clock),
+            RESPONSE: ReplayGuard(clock=clock),
+        }
+        """One guard per kind: a peer's replies and its requests share its seqs, and a reply
+        opened before a request queued here would push that request below a shared window."""
 
     def _seal(self, body: bytes, kind: int, bound: bytes) -> tuple[bytes, bytes]:
         return seal(
@@ -45,7 +50,7 @@ class Channel:
 
     def _open(self, data: bytes, kind: int, bound: bytes) -> tuple[bytes, Header]:
         header, body = open_envelope(self.keyring, data, kind=kind, bound=bound)
-        self._replay.admit(header.sender, header.epoch, header.seq, header.timestamp_ms)
+        self._replays[kind].admit(header.sender, header.epoch, header.seq, header.timestamp_ms)
         return body, header
 
     def seal_request(self, body: bytes) -> tuple[bytes, bytes]:

@@ -144,6 +144,19 @@ def test_a_channel_pair_exchanges_and_refuses_a_replay() -> None:
     assert a.epoch != b.epoch
 
 
+def test_a_request_queued_behind_many_replies_of_its_sender_is_still_taken() -> None:
+    """Requests and replies of one peer share its seqs but not a replay window."""
+    clock = Clock()
+    a = Channel(Keyring(SECRET, cluster="blue"), "a", clock=clock)
+    b = Channel(Keyring(SECRET, cluster="blue"), "b", clock=clock)
+    queued = a.seal_request(b"sent first, opened last")[0]
+    for _ in range(2000):  # a answers b's requests meanwhile: 2,000 newer seqs of a
+        request, header = b.seal_request(b"q")
+        _, seen = a.open_request(request)
+        b.open_response(a.seal_response(b"r", seen.raw), header)
+    assert b.open_request(queued)[0] == b"sent first, opened last"
+
+
 def test_a_channel_seals_with_the_primary_key_after_a_rotation() -> None:
     clock = Clock()
     ring = Keyring(SECRET, cluster="blue")
