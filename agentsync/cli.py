@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
+from agentsync.status import clip
 from agentsync.store import DURABILITIES, StoreError
 from agentsync.sync import PruningConfig
 
@@ -427,7 +428,7 @@ def _one_line(exc: BaseException) -> str:
 def short_value(value: object, limit: int = VALUE_CHARS) -> str:
     """A value as compact JSON (keys sorted), cut to ``limit`` characters."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(text, limit)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -642,9 +643,9 @@ async def _run_node(
                 secret=secret,
                 tls=tls,
             )
-            for other in installed:  # a rotation under way: these open what peers seal
-                assert node.keyring is not None
-                node.keyring.install(other)
+            if node.keyring is not None:  # a rotation under way: these open what peers seal
+                for other in installed:
+                    node.keyring.install(other)
         except (ValueError, TypeError, StoreError) as exc:
             raise CliError(_one_line(exc)) from None
         try:

@@ -557,6 +557,12 @@ class Node(Container):
         with self._lock:
             return {name: type(replica).__name__ for name, replica in self._items()}
 
+    def describe(self, name: str) -> tuple[str, Any] | None:
+        """The type name and value of one top-level name, read together; None if absent."""
+        with self._lock:
+            replica = self._engine.state.get(name)
+            return None if replica is None else (type(replica).__name__, replica.value)
+
     def _items(self) -> list[tuple[str, CRDT]]:
         return self._engine.state.items()  # type: ignore[return-value]  # names are str
 

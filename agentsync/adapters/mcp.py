@@ -67,6 +67,10 @@ def _refusals() -> Iterator[None]:
         raise ToolError(text or type(exc).__name__) from exc
 
 
+_ABSENT: Any = object()
+"""What ``map_get`` reads for a key the map does not hold."""
+
+
 def build_server(node: Node, name: str = "agentsync") -> MCPServer:
     """An MCP server whose tools read and write ``node``'s names (any transport)."""
     server: MCPServer = MCPServer(name, instructions=INSTRUCTIONS)
@@ -80,8 +84,8 @@ def build_server(node: Node, name: str = "agentsync") -> MCPServer:
     def read(name: Name) -> dict[str, Any]:
         """The type and value of a name, as JSON (sets as sorted lists); null type if absent."""
         with _refusals():
-            types = node.names()
-            return {"name": name, "type": types.get(name), "value": to_json(node.value.get(name))}
+            kind, value = node.describe(name) or (None, None)
+            return {"name": name, "type": kind, "value": to_json(value)}
 
     @server.tool()
     def increment_counter(name: Name, by: Amount = 1) -> int:
@@ -130,17 +134,18 @@ def build_server(node: Node, name: str = "agentsync") -> MCPServer:
     def map_get(name: Name, key: Key) -> dict[str, Any]:
         """The value under ``key`` of the map ``name``: ``found`` says whether it is there."""
         with _refusals():
-            entries = node.lwwmap(name)
-            return {"found": key in entries, "value": to_json(entries.get(key))}
+            value = node.lwwmap(name).get(key, _ABSENT)  # one read: a merge may land between two
+            found = value is not _ABSENT
+            return {"found": found, "value": to_json(value) if found else None}
 
     @server.tool()
     def map_delete(name: Name, key: Key) -> bool:
         """Delete ``key`` from the map ``name``; False if it was not there."""
         with _refusals():
-            entries = node.lwwmap(name)
-            if key not in entries:
+            try:
+                del node.lwwmap(name)[key]
+            except KeyError:  # absent here, or removed by a merge just now
                 return False
-            del entries[key]
             return True
 
     return server
