@@ -108,6 +108,9 @@ class SyncHandler(Protocol):
         ...
 
 
+_REMOTE_KEY = web.RequestKey("agentsync.remote_key", str)
+"""Where the guard leaves a request's ``limits.remote_key``, computed once per request."""
+
 class _Refused(Exception):
     """A request the transport answers with an error status and a one-line reason."""
 
@@ -212,44 +215,46 @@ class SyncServer:
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             remote = remote_key(request.remote)
             refusal = self.gate.begin(remote)
-            retry_after = None
+            if refusal is not None:  # before the body is read: refusing is cheap here
+                response = self._refusal(request, refusal.status, refusal.reason, close=True)
+                response.headers["Retry-After"] = str(self.gate.limits.retry_after)
+                return response
+            request[_REMOTE_KEY] = remote
             try:
-                if refusal is not None:  # before the body is read: refusing is cheap here
-                    retry_after = self.gate.limits.retry_after
-                    raise _Refused(refusal.status, refusal.reason, close=True)
                 return await handler(request)
             except _Refused as refused:
-                status, reason, close = refused.status, refused.reason, refused.close
+                return self._refusal(request, refused.status, refused.reason, refused.close)
             except web.HTTPException:  # the router's 404 and 405
                 self._handler.count_error()
                 raise
             except Exception:
                 where = one_line(request.raw_path)
                 logger.exception("unexpected error serving %s %s", request.method, where)
-                status, reason, close = 500, "internal server error", False
+                return self._refusal(request, 500, "internal server error", close=False)
             finally:
-                if refusal is None:
-                    self.gate.end(remote)
-            self._handler.count_error()
-            where = one_line(request.raw_path)  # the peer chose it: keep the log line one line
-            logger.debug("refused %s %s: %d %s", request.method, where, status, reason)
-            response = web.Response(status=status, text=reason)
-            if retry_after is not None:
-                response.headers["Retry-After"] = str(retry_after)
-            if status == 401:
-                self._handler.count_auth_failure()
-                response.headers["WWW-Authenticate"] = 'Bearer realm="agentsync"'
-
-            if close:
-                response.force_close()
-            return response
+                self.gate.end(remote)
 
         return guard
+
+    def _refusal(
+        self, request: web.Request, status: int, reason: str, close: bool
+    ) -> web.Response:
+        """A counted error response with its one-line reason."""
+        self._handler.count_error()
+        where = one_line(request.raw_path)  # the peer chose it: keep the log line one line
+        logger.debug("refused %s %s: %d %s", request.method, where, status, reason)
+        response = web.Response(status=status, text=reason)
+        if status == 401:
+            self._handler.count_auth_failure()
+            response.headers["WWW-Authenticate"] = 'Bearer realm="agentsync"'
+        if close:
+            response.force_close()
+        return response
 
     async def _sync(self, request: web.Request) -> web.Response:
         body = await self._read_body(request)
         remote = request.remote
-        return await self._turns.run(remote_key(remote), lambda: self._answer(body, remote))
+        return await self._turns.run(request[_REMOTE_KEY], lambda: self._answer(body, remote))
 
     def _answer(self, body: bytes, remote: str | None) -> web.Response:
         """Open, handle and seal one sync body: the CPU work, done in the sender's turn."""
