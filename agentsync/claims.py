@@ -147,13 +147,18 @@ def first(records: Iterable[Record]) -> Record | None:
 
 def read_board(raw: Mapping[Hashable, Any], now: float) -> dict[str, Task]:
     """Every posted task of a board's replicated value, as seen at ``now``."""
-    parsed = {
-        task_id: fields
+    posted = {
+        task_id: (fields, spec, _records(fields, COMPLETIONS))  # each parsed once
         for task_id, fields in raw.items()
-        if isinstance(task_id, str) and isinstance(fields, Mapping) and _spec(fields) is not None
+        if isinstance(task_id, str)
+        and isinstance(fields, Mapping)
+        and (spec := _spec(fields)) is not None
     }
-    done = {task_id for task_id, fields in parsed.items() if _records(fields, COMPLETIONS)}
-    return {task_id: _task(task_id, fields, done, now) for task_id, fields in parsed.items()}
+    done = {task_id for task_id, (_, _, completions) in posted.items() if completions}
+    return {
+        task_id: _task(task_id, fields, spec, completions, done=done, now=now)
+        for task_id, (fields, spec, completions) in posted.items()
+    }
 
 
 def would_cycle(depends: Mapping[str, tuple[str, ...]], task_id: str, on: Iterable[str]) -> bool:
@@ -190,13 +195,18 @@ def event_kind(before: Task | None, after: Task) -> EventKind | None:
     return None
 
 
-def _task(task_id: str, fields: Mapping[str, Any], done: set[str], now: float) -> Task:
-    spec = _spec(fields)
-    assert spec is not None  # read_board kept only tasks with a spec
+def _task(
+    task_id: str,
+    fields: Mapping[str, Any],
+    spec: tuple[Value, tuple[str, ...], int],
+    completions: list[Record],
+    *,
+    done: set[str],
+    now: float,
+) -> Task:
     payload, depends_on, posted = spec
     claims = _claims(fields)
     claim = winner(claims)
-    completions = _records(fields, COMPLETIONS)
     failures = _records(fields, FAILURES)
     completed, failed = first(completions), first(failures)
     if completed is not None:

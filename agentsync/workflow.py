@@ -165,20 +165,15 @@ class TaskBoard:
     def owns(self, task_id: str, agent_id: str | None = None) -> bool:
         """Whether the task is unfinished and its winning claim is ``agent_id``'s
         (or, without one, this board's): False once a merged claim beat it."""
-        task = self.tasks().get(task_id)
-        if task is None or task.finished or task.claim is None:
-            return False
-        if agent_id is not None:
-            return task.claim.agent == agent_id
-        with self._lock:
-            mine = self._mine.get(task_id)
-        return mine is not None and task.claim.key == mine.key
+        if agent_id is None:
+            return self._my_claim(task_id) is not None
+        claim = self._winning(task_id)
+        return claim is not None and claim.agent == agent_id
 
     def heartbeat(self, task_id: str) -> bool:
         """Renew this board's lease on the task if it still owns it; whether it does."""
-        with self._lock:
-            mine = self._mine.get(task_id)
-        if mine is None or not self._owned(task_id, mine):
+        mine = self._my_claim(task_id)
+        if mine is None:
             return False
         self._claims(task_id)[mine.key] = self._clock() + self.lease
         return True
@@ -188,9 +183,8 @@ class TaskBoard:
         if it does not own the task."""
         if type(fraction) not in (int, float) or not 0 <= fraction <= 1:
             raise ValueError("fraction must be a number from 0 to 1")
-        with self._lock:
-            mine = self._mine.get(task_id)
-        if mine is None or not self._owned(task_id, mine):
+        mine = self._my_claim(task_id)
+        if mine is None:
             return False
         self._root.map(task_id).lwwmap(PROGRESS)[mine.key] = float(fraction)
         return True
@@ -231,14 +225,24 @@ class TaskBoard:
     def _claims(self, task_id: str) -> LWWMapHandle:
         return self._root.map(task_id).lwwmap(CLAIMS)
 
-    def _owned(self, task_id: str, mine: Claim) -> bool:
+    def _winning(self, task_id: str) -> Claim | None:
+        """The winning claim of the task; None if it is not posted here, unclaimed or finished."""
         task = self.tasks().get(task_id)
-        return (
-            task is not None
-            and not task.finished
-            and task.claim is not None
-            and task.claim.key == mine.key
-        )
+        return None if task is None or task.finished else task.claim
+
+    def _my_claim(self, task_id: str) -> Claim | None:
+        """This board's claim on the task while it wins; a claim that lost is forgotten
+        (claims are never removed, so it can never win again)."""
+        with self._lock:
+            mine = self._mine.get(task_id)
+        if mine is None:
+            return None
+        claim = self._winning(task_id)
+        if claim is None or claim.key != mine.key:
+            with self._lock:
+                self._mine.pop(task_id, None)
+            return None
+        return mine
 
     def _finish(self, task_id: str, field: str, value: object, agent_id: str | None) -> bool:
         with self._lock:
