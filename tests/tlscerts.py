@@ -58,11 +58,16 @@ class Pki:
         self.ca = str(directory / f"{slug}.pem")
         Path(self.ca).write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str) -> tuple[str, str]:
-        """A certificate for ``name`` (server and client use, SANs 127.0.0.1 and localhost)."""
+    def issue(self, name: str, uris: tuple[str, ...] = ()) -> tuple[str, str]:
+        """A certificate for ``name`` (server and client use, SANs 127.0.0.1 and localhost,
+        and ``uris``: ``tls.node_uri(id)`` names a node id)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        sans = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        sans: list[x509.GeneralName] = [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.DNSName("localhost"),
+            *(x509.UniformResourceIdentifier(uri) for uri in uris),
+        ]
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(name))

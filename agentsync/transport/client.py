@@ -10,7 +10,8 @@ The wait for a free slot counts neither against the timeout nor against the
 peer: it is this node's own queue. With a ``Channel`` (a cluster secret)
 every request is sealed and every reply must open as the answer to it. With
 an ``ssl`` context (``transport.tls``), https peers are reached with its CAs,
-client certificate and pins.
+client certificate and pins; with ``bind_node_ids`` too, a reply is bound to
+the node id its server's certificate names.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from ssl import SSLContext
 from typing import Any
 
 import aiohttp
+from aiohttp.connector import Connection
 
 from agentsync.errors import AuthenticationError, PeerUnavailableError
 from agentsync.security import Channel
 from agentsync.transport.backoff import PeerBackoff
+from agentsync.transport.tls import certified_node_id
 from agentsync.transport.urls import normalize_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -64,6 +67,7 @@ class SyncClient:
         clock: Callable[[], float] = time.monotonic,
         channel: Channel | None = None,
         ssl: SSLContext | None = None,
+        bind_node_ids: bool = False,
     ) -> None:
         if timeout <= 0 or max_concurrency < 1 or max_body_bytes < 1:
             raise ValueError("timeout, max_concurrency and max_body_bytes must be positive")
@@ -73,6 +77,9 @@ class SyncClient:
         self._backoff = PeerBackoff(backoff_base, backoff_max, rng or random.Random(), clock)
         self._channel = channel
         self._ssl = ssl
+        if bind_node_ids and ssl is None:
+            raise ValueError("bind_node_ids needs ssl: node ids are read from certificates")
+        self._bind_node_ids = bind_node_ids
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -91,6 +98,7 @@ class SyncClient:
             timeout=aiohttp.ClientTimeout(total=self._timeout, connect=self._timeout / 2),
             auto_decompress=False,  # a peer's compressed reply is refused, not inflated
             cookie_jar=aiohttp.DummyCookieJar(),
+            response_class=_CertifiedResponse if self._bind_node_ids else aiohttp.ClientResponse,
         )
 
     async def close(self) -> None:
@@ -104,12 +112,15 @@ class SyncClient:
         return (await self.exchange_from(url, body))[0]
 
     async def exchange_from(self, url: str, body: bytes) -> tuple[bytes, str | None]:
-        """POST a sync request to the peer at ``url``; its 200 reply body, and who sealed it.
+        """POST a sync request to the peer at ``url``; its 200 reply body, and who sent it.
 
-        The sealer is the node id in the reply's envelope (None without a
-        channel): the message inside must name it. PeerUnavailableError if
+        Who sent it is the node id in the reply's envelope with a channel,
+        the one the server's certificate names with ``bind_node_ids`` (both:
+        they must agree), else None: the message inside must name it.
+        PeerUnavailableError if
         the peer cannot be reached, times out, or answers with anything but
-        a bounded msgpack 200 (sealed, with a channel, and authentic).
+        a bounded msgpack 200 (sealed, with a channel, and authentic; from
+        a certificate that names one node id, with ``bind_node_ids``).
         Either way the outcome feeds the peer's backoff; a cancelled
         exchange does not. ValueError, with no request sent, if ``body`` is
         larger than a peer accepts.
@@ -124,11 +135,13 @@ class SyncClient:
         if channel is not None:
             body, request = channel.seal_request(body)
         try:
-            reply = await self._request(
+            reply, certified = await self._request(
                 "POST", peer + SYNC_PATH, body=body, headers=headers, content_type=kind
             )
             if channel is not None:
                 reply, sealer = _opened(channel, reply, request, peer)
+            if self._bind_node_ids:
+                sealer = _bound(certified, sealer, peer)
         except PeerUnavailableError:
             self._backoff.failure(peer)
             raise
@@ -147,7 +160,7 @@ class SyncClient:
         headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
-        data = await self._request(
+        data, _ = await self._request(
             "GET", peer + path, body=None, headers=headers, content_type=None
         )
         try:
@@ -175,8 +188,12 @@ class SyncClient:
         body: bytes | None,
         headers: dict[str, str],
         content_type: str | None,
-    ) -> bytes:
-        """One bounded request; its 200 body, or PeerUnavailableError saying why not."""
+    ) -> tuple[bytes, str | None]:
+        """One bounded request; its 200 body, or PeerUnavailableError saying why not.
+
+        With ``bind_node_ids``, the node id the server's certificate names
+        comes with the body (None if it names none or several).
+        """
         if self._session is None or self._slots is None:
             raise RuntimeError("the sync client is not started")
         try:
@@ -184,7 +201,8 @@ class SyncClient:
                 self._slots,
                 self._session.request(method, where, data=body, headers=headers) as response,
             ):
-                return await self._read(response, where, content_type)
+                certified = getattr(response, "certified", None)
+                return await self._read(response, where, content_type), certified
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if isinstance(exc, asyncio.TimeoutError):  # aiohttp's timeouts are ones too
                 reason = f"timed out after {self._timeout:g} s"
@@ -211,6 +229,38 @@ class SyncClient:
             return await read_bounded(response.content, limit)
         except BodyTooLargeError:
             raise PeerUnavailableError(f"{where}: reply larger than {limit} bytes") from None
+
+
+class _CertifiedResponse(aiohttp.ClientResponse):
+    """A response that keeps the node id its server's certificate names.
+
+    It is read as the response starts: by the time its body is read, aiohttp
+    may have put the connection back in its pool.
+    """
+
+    certified: str | None = None
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        transport = connection.transport
+        peercert = transport.get_extra_info("peercert") if transport is not None else None
+        self.certified = certified_node_id(peercert)
+        return await super().start(connection)
+
+
+def _bound(certified: str | None, sealer: str | None, peer: str) -> str:
+    """The node id a reply comes from when node ids are bound to certificates: the one
+    its server's certificate names, which its envelope (if any) must name too."""
+    if certified is None:
+        raise PeerUnavailableError(
+            f"{peer}{SYNC_PATH}: reply refused: the server's certificate names no node id "
+            "(or several)"
+        )
+    if sealer is not None and sealer != certified:
+        raise PeerUnavailableError(
+            f"{peer}{SYNC_PATH}: reply refused: sealed by {sealer!r}, but the server's "
+            f"certificate names {certified!r}"
+        )
+    return certified
 
 
 def _opened(channel: Channel, data: bytes, request: bytes, peer: str) -> tuple[bytes, str]:

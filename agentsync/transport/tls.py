@@ -11,6 +11,12 @@ Pins are checked inside the handshake, by an ``ssl.SSLObject`` subclass
 ``Fingerprint``, never both nor a set, and a check after connecting would
 have sent the request already. A peer whose certificate is not pinned
 fails the handshake like one whose chain does not verify: nothing is sent.
+
+With ``bind_node_ids``, every node's certificate names its node id in a
+subjectAltName URI ``agentsync:node/<id>`` (``node_uri``), and a sync
+message is taken only from the node its peer's certificate names: the
+server answers any other sender 403, and the client fails an exchange
+whose reply names another (``docs/security.md``, "Binding node ids").
 """
 
 from __future__ import annotations
@@ -20,10 +26,55 @@ import os
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
 
-__all__ = ["TLSConfig", "fingerprint"]
+from cryptography import x509
+
+__all__ = ["NODE_URI_PREFIX", "TLSConfig", "certified_node_id", "fingerprint", "node_uri"]
 
 _SHA256_HEX_CHARS = 64
+
+NODE_URI_PREFIX = "agentsync:node/"
+"""How a certificate's subjectAltName URI that names a node id begins."""
+
+
+def node_uri(node_id: str) -> str:
+    """The subjectAltName URI that names ``node_id`` in its certificate: ``agentsync:node/<id>``,
+    the id percent-encoded (UTF-8; every character but letters, digits and ``-._~``)."""
+    if not isinstance(node_id, str) or not node_id:
+        raise ValueError("a node id is a non-empty str")
+    return NODE_URI_PREFIX + quote(node_id, safe="")
+
+
+def _named_ids(uris: Iterable[str]) -> set[str]:
+    """The node ids that these subjectAltName URIs name (``agentsync:node/<id>``)."""
+    ids = set()
+    for uri in uris:
+        if not uri.startswith(NODE_URI_PREFIX):
+            continue
+        try:
+            node_id = unquote(uri[len(NODE_URI_PREFIX) :], errors="strict")
+        except UnicodeDecodeError:  # not UTF-8 once decoded: it names nothing
+            continue
+        if node_id:
+            ids.add(node_id)
+    return ids
+
+
+def certified_node_id(peercert: Any) -> str | None:
+    """The node id a verified peer certificate names, or None if it names none or several.
+
+    ``peercert`` is what ``SSLObject.getpeercert()`` returns (the transport's
+    ``get_extra_info("peercert")``): a dict once the chain verified, else
+    empty or None. Only its subjectAltName URIs count, never the subject's
+    commonName.
+    """
+    if not isinstance(peercert, dict):
+        return None
+    sans = peercert.get("subjectAltName", ())
+    ids = _named_ids(value for kind, value in sans if kind == "URI" and isinstance(value, str))
+    return ids.pop() if len(ids) == 1 else None
 
 
 def fingerprint(cert_file: str | os.PathLike[str]) -> str:
@@ -49,6 +100,10 @@ class TLSConfig:
     certificate from ``ca``. ``pins`` are SHA-256 fingerprints (hex, colons
     allowed) of the peer certificates accepted on top of that: the server's
     when connecting, and a client's when client certificates are required.
+    With ``bind_node_ids`` a peer speaks only as the node id its certificate
+    names in a subjectAltName URI ``agentsync:node/<id>`` (``node_uri``):
+    it needs ``require_client_cert`` (and so ``ca``) and a ``cert`` naming
+    exactly one id, this node's own (the Node checks that it is its id).
     """
 
     cert: str | None = None
@@ -57,6 +112,7 @@ class TLSConfig:
     require_client_cert: bool = False
     pins: frozenset[str] = field(default_factory=frozenset)
     check_hostname: bool = True
+    bind_node_ids: bool = False
 
     def __post_init__(self) -> None:
         cert = None if self.cert is None else _readable(self.cert, "certificate")
@@ -76,6 +132,34 @@ class TLSConfig:
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "ca", ca)
         object.__setattr__(self, "pins", _pins(self.pins))
+        if self.bind_node_ids is not True and self.bind_node_ids is not False:
+            raise TypeError("bind_node_ids must be a bool")
+        if self.bind_node_ids:
+            if not self.require_client_cert:
+                raise ValueError(
+                    "bind_node_ids needs require_client_cert: a client's node id is read "
+                    "from its certificate"
+                )
+            self.certified_id()  # ValueError unless cert names exactly one
+
+    def certified_id(self) -> str | None:
+        """The node id ``cert`` names when node ids are bound (None when they are not).
+
+        ValueError if ``cert`` is missing, no PEM certificate, or names no
+        node id or several (subjectAltName URIs ``agentsync:node/<id>``).
+        """
+        if not self.bind_node_ids:
+            return None
+        if self.cert is None:
+            raise ValueError("bind_node_ids needs cert: the certificate naming this node's id")
+        ids = _named_ids(_uris(self.cert))
+        if len(ids) != 1:
+            found = ", ".join(repr(node_id) for node_id in sorted(ids)) or "none"
+            raise ValueError(
+                f"with bind_node_ids, the TLS certificate {self.cert} must name exactly one "
+                f"node id in a subjectAltName URI {NODE_URI_PREFIX}<id>; it names {found}"
+            )
+        return ids.pop()
 
     def server_context(self) -> ssl.SSLContext:
         """The server side: this node's certificate, client certificates if required."""
@@ -110,6 +194,20 @@ class TLSConfig:
                     f"chain and its unencrypted key: {exc}"
                 ) from None
         return context
+
+
+def _uris(cert_file: str) -> list[str]:
+    """The subjectAltName URIs of the first certificate of a PEM file (ValueError if none)."""
+    try:
+        with open(cert_file, "rb") as handle:
+            cert = x509.load_pem_x509_certificate(handle.read())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read a PEM certificate from {cert_file}: {exc}") from None
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return sans.get_values_for_type(x509.UniformResourceIdentifier)
 
 
 def _trust(context: ssl.SSLContext, path: str) -> None:
