@@ -141,7 +141,10 @@ class Node(Container):
     ``tls`` (``agentsync.transport.tls.TLSConfig``) serves https and reaches
     peers with its CAs, certificate and pins; such a node sends nothing over
     plain http: its peers and seeds need https URLs, and http ones it learns
-    are skipped (``docs/security.md``, "TLS").
+    are skipped (``docs/security.md``, "TLS"). With its ``bind_node_ids``,
+    the certificate names the node's id (``node_id`` defaults to it, and
+    another one is a ValueError), and a peer speaks only as the id its
+    certificate names (``docs/security.md``, "Binding node ids").
     """
 
     def __init__(  # noqa: PLR0915  # it wires every part; each step is one line
@@ -171,6 +174,15 @@ class Node(Container):
             raise TypeError("tls must be an agentsync.transport.tls.TLSConfig")
         self._ssl = (tls.server_context(), tls.client_context()) if tls is not None else None
         """The server's and the client's SSLContext with TLS, else None."""
+        certified = tls.certified_id() if tls is not None else None
+        self._bind_node_ids = certified is not None
+        """Whether peers speak only as the node id their certificates name."""
+        if certified is not None and node_id not in (None, certified):
+            raise ValueError(
+                f"this node's TLS certificate names node id {certified!r}, not {node_id!r}: "
+                "with bind_node_ids, a node's id is the one its certificate names"
+            )
+        node_id = certified or node_id
         _check_arguments(
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
@@ -331,7 +343,10 @@ class Node(Container):
         server = SyncServer(
             self, host=self.host, port=self.port, channel=self._channel, ssl=server_ssl
         )
-        client = SyncClient(timeout=EXCHANGE_TIMEOUT_S, channel=self._channel, ssl=client_ssl)
+        client = SyncClient(
+            timeout=EXCHANGE_TIMEOUT_S, channel=self._channel, ssl=client_ssl,
+            bind_node_ids=self._bind_node_ids,
+        )  # fmt: skip
         try:
             await server.start()
             await client.start()
@@ -1012,8 +1027,8 @@ class Node(Container):
         try:
             response = decode_message(reply)
             if sealer is not None and response.sender != sealer:  # as handle_sync checks
-                raise DecodeError(
-                    f"the message names sender {response.sender!r}, its envelope {sealer!r}"
+                raise DecodeError(  # who sealed its envelope, or whom its certificate names
+                    f"the message names sender {response.sender!r}, but it came from {sealer!r}"
                 )
         except DecodeError as exc:
             self.count_error()
