@@ -59,5 +59,14 @@ class ForgedDotsError(ProtocolError):
         self.issued = issued
 
 
+class AccessDeniedError(ProtocolError):
+    """A sync message this node's ACL does not let its sender send (the server answers 403).
+
+    A peer limited in what it may read here must be a read-only observer
+    (``docs/security.md``, "Access control"): anything else it sends is
+    refused whole, nothing of it merged.
+    """
+
+
 class ReadOnlyError(AgentsyncError, PermissionError):
     """A write to a read-only node (``Node(read_only=True)``): it only pulls state."""

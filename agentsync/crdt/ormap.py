@@ -110,6 +110,25 @@ class ORMap(Clocked):
                 pairs.append((key, nested))
         return pairs
 
+    def only(self, keep: Callable[[Hashable], bool]) -> ORMap:
+        """A copy with only the keys ``keep`` accepts, under this map's *whole* causal context.
+
+        What a peer allowed to read some names is sent. Merged, it takes the
+        other keys' dots as seen, so it empties them at the receiver: sound
+        only at a receiver that sends no state on (an observer).
+        """
+        clock = self._clock()
+        part = self._blank(
+            self._rid, self._ctx.copy(), clock.copy() if clock else None, self._level
+        )
+        part._delta = self._delta
+        part._fields = {
+            key: {tag: nested._twin(part._ctx, part._hlc) for tag, nested in fields.items()}
+            for key, fields in self._fields.items()
+            if keep(key)
+        }
+        return part
+
     # -- mutators -------------------------------------------------------------
 
     def update(self, key: object, kind: type[N], fn: Callable[[N], N]) -> ORMap:

@@ -1,24 +1,27 @@
-"""Per-name write permissions of the peers that send to this node: pure, checked strictly.
+"""Per-name permissions of this node's peers: pure, checked strictly.
 
-``Acl({"peer-id-or-*": {"write": ["prefix*", "exact"]}})``: a peer's own
-entry, or else the ``"*"`` entry, lists the top-level names it may write;
-a peer with neither may write nothing. A pattern is an exact name, or a
-prefix followed by one ``*`` (``"*"`` alone: every name).
+``Acl({"peer-id-or-*": {"read": [...], "write": [...]}})``: a peer's own
+entry, or else the ``"*"`` entry, is its rule. A pattern is an exact name,
+or a prefix followed by one ``*`` (``"*"`` alone: every name).
 
-The engine drops a received delta *whole* when it touches a name its
-sender may not write, and merges none of its causal context: all the
-top-level names share one context, and the dots a removal superseded are
-not tied to a name, so a delta cannot be cut by name soundly (see
-``docs/security.md``, "Access control").
+*Write*: the top-level names the peer may write here; a rule without
+``"write"`` (or no rule) allows none. The engine drops a received delta
+*whole* when it touches a name its sender may not write, and merges none
+of its causal context: all the top-level names share one context, and the
+dots a removal superseded are not tied to a name, so a delta cannot be cut
+by name soundly (see ``docs/security.md``, "Access control").
 
-Reads cannot be restricted yet, for the same reason (a reply cut to the
-readable names would carry a context claiming the others' dots, or lose
-removals), so ``"read"`` may only be ``["*"]``.
+*Read*: the top-level names the peer is sent; a rule without ``"read"``
+(or no rule) allows every name. A peer limited to some names must be a
+read-only observer and may write nothing: what it is sent holds only its
+names' entries but the *whole* causal context, so it takes the other
+names' writes as seen and never merges them. That keeps its context a
+version vector, and is sound only because an observer sends no state on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from agentsync.crdt.ormap import ORMap
@@ -40,19 +43,24 @@ class _Names:
     def allows(self, name: str) -> bool:
         return name in self.exact or any(name.startswith(p) for p in self.prefixes)
 
+    def allows_key(self, key: object) -> bool:
+        """``allows`` for any map key: a name that is not a str matches no pattern."""
+        return type(key) is str and self.allows(key)
+
 
 _NOTHING = _Names(frozenset(), ())
 
 
 class Acl:
-    """Which top-level names each peer may write here (ValueError/TypeError if malformed)."""
+    """Which top-level names each peer may read and write here (ValueError/TypeError if not)."""
 
-    __slots__ = ("_writes",)
+    __slots__ = ("_reads", "_writes")
 
     def __init__(self, rules: Mapping[str, Mapping[str, Iterable[str]]]) -> None:
         if not isinstance(rules, Mapping):
             raise TypeError("acl must be a mapping of peer ids (or '*') to rights")
         self._writes: dict[str, _Names] = {}
+        self._reads: dict[str, _Names | None] = {}
         for peer, rights in rules.items():
             if type(peer) is not str or not 0 < len(peer) <= MAX_REPLICA_ID_CHARS:
                 raise ValueError(f"acl: a peer must be '*' or a node id, not {peer!r}")
@@ -61,12 +69,15 @@ class Acl:
             unknown = set(rights) - RIGHTS
             if unknown:
                 raise ValueError(f"acl[{peer!r}]: unknown rights {sorted(map(str, unknown))}")
-            if "read" in rights and _patterns(peer, "read", rights["read"]) != ["*"]:
+            reads = _patterns(peer, "read", rights.get("read", ("*",)))
+            writes = _patterns(peer, "write", rights.get("write", ()))
+            self._reads[peer] = None if "*" in reads else _names(reads)
+            self._writes[peer] = _names(writes)
+            if self._reads[peer] is not None and writes:
                 raise ValueError(
-                    f"acl[{peer!r}]['read']: only ['*'] is supported; replies cannot be "
-                    "restricted to some names soundly yet (docs/security.md, 'Access control')"
+                    f"acl[{peer!r}]: a peer limited in what it reads must be a read-only "
+                    "observer, so it may write nothing here (docs/security.md, 'Access control')"
                 )
-            self._writes[peer] = _names(_patterns(peer, "write", rights.get("write", ())))
 
     def may_write(self, peer: str, name: str) -> bool:
         """Whether ``peer`` may write the top-level name ``name`` here."""
@@ -75,9 +86,17 @@ class Acl:
     def forbidden(self, peer: str, delta: ORMap) -> frozenset[str]:
         """The top-level names ``delta`` touches (removals too) that ``peer`` may not write."""
         rule = self._rule(peer)
-        return frozenset(
-            str(name) for name in delta._fields if type(name) is not str or not rule.allows(name)
-        )
+        return frozenset(str(name) for name in delta._fields if not rule.allows_key(name))
+
+    def reads(self, peer: str) -> Callable[[object], bool] | None:
+        """Whether ``peer`` may read a top-level name here; None: it may read every name."""
+        rule = self._reads[peer] if peer in self._reads else self._reads.get(ANY_PEER)
+        return None if rule is None else rule.allows_key
+
+    def may_read(self, peer: str, name: str) -> bool:
+        """Whether ``peer`` is sent the top-level name ``name`` by this node."""
+        allows = self.reads(peer)
+        return allows is None or allows(name)
 
     def _rule(self, peer: str) -> _Names:
         rule = self._writes.get(peer)

@@ -47,7 +47,13 @@ from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode, encode_decod
 from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, check_replica_id
-from agentsync.errors import ClusterMismatchError, DecodeError, ForgedDotsError, ProtocolError
+from agentsync.errors import (
+    AccessDeniedError,
+    ClusterMismatchError,
+    DecodeError,
+    ForgedDotsError,
+    ProtocolError,
+)
 from agentsync.sync.acl import Acl
 from agentsync.sync.buffer import DeltaBuffer, Entry
 from agentsync.sync.messages import (
@@ -274,7 +280,7 @@ class SyncEngine:
         self.read_only = read_only
         """Pull only: messages carry acks and news, never deltas, a context or a snapshot."""
         self.acl = acl
-        """The names each sender may write here (None: every name)."""
+        """The names each peer may write here and is sent (None: every name, both ways)."""
         self.on_denied: Callable[[str, frozenset[str]], None] | None = None
         """Called with the sender and the forbidden names of each delta the ACL dropped."""
         self.metrics = SyncMetrics()
@@ -290,7 +296,8 @@ class SyncEngine:
         self._buffer = DeltaBuffer(buffer_max_bytes, self.state)
         self._peers: dict[str, PeerState] = {}
         self._last_transfer = 0
-        self._snapshot: tuple[int, bytes] | None = None
+        self._snapshot: tuple[int, Callable[[object], bool] | None, bytes] | None = None
+        """The last snapshot encoded: at which buffer head, for which readable names."""
         self._tracked = False
         self._held: ORMap | None = None
         """While a request is answered: the join of the deltas it carried."""
@@ -506,8 +513,10 @@ class SyncEngine:
             head = self._buffer.head
             bare = SyncMessage(
                 self.node_id, self.cluster, self.epoch, head, replica=self.state.replica_id,
-                refusals=self._refusals,
+                refusals=self._refusals, observer=self.read_only,
             )  # fmt: skip
+            if self.read_only:  # it sends no state, not even a context
+                return bare
             # Too many replicas to list: the reply names the peer; then it gets a snapshot.
             return self._with_context(bare) or bare
         check_replica_id(peer_id)
@@ -559,6 +568,11 @@ class SyncEngine:
         if message.sender == self.node_id:
             raise ProtocolError(f"message from this node's own id {self.node_id!r}")
         sender = message.sender
+        if not message.observer and self._reads(sender) is not None:
+            raise AccessDeniedError(
+                f"{sender} may read only some names here, so it must be a read-only observer "
+                "(Node(read_only=True)); its message is refused"
+            )
         peer = self._peers.get(sender)
         if peer is None or peer.epoch not in (None, message.epoch):
             peer = PeerState()  # new, or restarted: it may hold less (kept only if accepted)
@@ -870,8 +884,10 @@ class SyncEngine:
         peer.rewind = False
         if peer.pruned_you:
             return message
+        # A peer that may read only some names is sent state once it said it is an observer.
+        mute = self.read_only or (not peer.observer and self._reads(peer_id) is not None)
         try:
-            filled = message if self.read_only else self._fill(peer_id, peer, message, extra)
+            filled = message if mute else self._fill(peer_id, peer, message, extra)
         finally:
             self._collect()
         told = peer.told_vector
@@ -941,7 +957,11 @@ class SyncEngine:
                         peer.pending = buffer.head
                     return with_context
                 peer.needs_snapshot = True  # too many replicas to list: send it all
-        return _with(message, **self._piece(peer))
+        return _with(message, **self._piece(peer_id, peer))
+
+    def _reads(self, peer_id: str) -> Callable[[object], bool] | None:
+        """Which top-level names ``peer_id`` is sent; None: every name."""
+        return None if self.acl is None else self.acl.reads(peer_id)
 
     def _with_context(self, message: SyncMessage) -> SyncMessage | None:
         """``message`` with this node's context, or None if that outgrows the message bound."""
@@ -968,17 +988,22 @@ class SyncEngine:
             room -= len(entry.data)
             chosen.append(entry)
             covered = entry.seq
-        deltas, encoded = self._wire_form(chosen, budget - room, budget)
+        deltas, encoded = self._wire_form(chosen, budget - room, budget, self._reads(peer_id))
         return {"seq": covered, "deltas": deltas, "encoded_deltas": encoded}
 
     def _wire_form(
-        self, chosen: list[Entry], size: int, budget: int
+        self,
+        chosen: list[Entry],
+        size: int,
+        budget: int,
+        readable: Callable[[object], bool] | None = None,
     ) -> tuple[tuple[ORMap, ...], tuple[bytes, ...]]:
         """The chosen entries (``size`` bytes encoded) as sent: joined if small, cut if answering.
 
         Never more than ``budget`` bytes: a join or a cut can encode larger
         than its parts (a scattered context), and then the entries go as they
-        are buffered.
+        are buffered. With ``readable``, each holds only the names it
+        accepts (under its whole context), which only shrinks it.
         """
         sent: list[tuple[ORMap, bytes | None]] = [(e.delta, e.data) for e in chosen]
         if (
@@ -999,15 +1024,20 @@ class SyncEngine:
                 if part is not None:
                     cut.append((part, None))
             sent = cut
+        if readable is not None:
+            sent = [(delta.only(readable), None) for delta, _ in sent]
         encoded = [encode_decodable(d) if data is None else data for d, data in sent]
         if None in encoded or sum(len(data) for data in encoded if data) > budget:
-            return tuple(e.delta for e in chosen), tuple(e.data for e in chosen)
+            if readable is None:
+                return tuple(e.delta for e in chosen), tuple(e.data for e in chosen)
+            parts = tuple(e.delta.only(readable) for e in chosen)
+            return parts, tuple(encode(part) for part in parts)
         return tuple(d for d, _ in sent), tuple(data for data in encoded if data is not None)
 
-    def _piece(self, peer: PeerState) -> dict[str, object]:
+    def _piece(self, peer_id: str, peer: PeerState) -> dict[str, object]:
         outgoing = peer.outgoing
         if outgoing is None:
-            outgoing = peer.outgoing = self._start_snapshot(peer)
+            outgoing = peer.outgoing = self._start_snapshot(peer, self._reads(peer_id))
         at = outgoing.next * outgoing.size
         return {
             "seq": outgoing.seq,
@@ -1017,11 +1047,14 @@ class SyncEngine:
             ),
         }  # fmt: skip
 
-    def _start_snapshot(self, peer: PeerState) -> _Outgoing:
+    def _start_snapshot(
+        self, peer: PeerState, readable: Callable[[object], bool] | None
+    ) -> _Outgoing:
         head = self._buffer.head
-        if self._snapshot is None or self._snapshot[0] != head:
-            self._snapshot = (head, encode(self.state))
-        data = self._snapshot[1]
+        if self._snapshot is None or self._snapshot[:2] != (head, readable):
+            state = self.state if readable is None else self.state.only(readable)
+            self._snapshot = (head, readable, encode(state))
+        data = self._snapshot[2]
         size = self.max_message_bytes - MESSAGE_ROOM
         pieces = -(-len(data) // size)
         if pieces > MAX_PIECES:  # pragma: no cover  # 64 GiB at the smallest message bound

@@ -29,7 +29,13 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from agentsync.errors import AuthenticationError, ClusterMismatchError, DecodeError, ProtocolError
+from agentsync.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ClusterMismatchError,
+    DecodeError,
+    ProtocolError,
+)
 from agentsync.security import Channel
 from agentsync.transport.limits import Gate, Limits, Refusal, Turns, remote_key
 from agentsync.transport.page import PAGE, PAGE_HEADERS
@@ -73,8 +79,8 @@ class SyncHandler(Protocol):
         ``remote`` is the IP address the request came from (None if unknown),
         ``sender`` the node id that sealed it (None when unsealed): the
         message must name the same sender. Raise DecodeError or
-        ProtocolError (400) or ClusterMismatchError (409), with state
-        unchanged, to refuse it.
+        ProtocolError (400), AccessDeniedError (403) or ClusterMismatchError
+        (409), with state unchanged, to refuse it.
         """
         ...
 
@@ -269,6 +275,8 @@ class SyncServer:
             reply = self._handler.handle_sync(body, remote=remote, sender=sender)
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
+        except AccessDeniedError as exc:  # and this one
+            return web.Response(status=403, text=one_line(str(exc)))
         except (DecodeError, ProtocolError) as exc:
             return web.Response(status=400, text=one_line(str(exc)))
         if channel is None:

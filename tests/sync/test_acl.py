@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentsync.crdt import LWWRegister, ORSet, PNCounter
-from agentsync.sync import SyncEngine, decode_message
+from agentsync.errors import AccessDeniedError
+from agentsync.sync import SyncEngine, decode_message, encode_message
 from agentsync.sync.acl import Acl
 from tests.sync.simnet import SimNet, adding
 
@@ -37,7 +38,8 @@ BAD: list[tuple[Any, type[Exception], str]] = [
     ({"n01": {"write": [""]}}, ValueError, "pattern"),
     ({"n01": {"write": ["a*b"]}}, ValueError, "before its end"),
     ({"n01": {"write": ["x"] * 1025}}, ValueError, "more than"),
-    ({"n01": {"read": ["pub*"]}}, ValueError, "only"),
+    ({"n01": {"read": ["pub*"], "write": ["pub*"]}}, ValueError, "observer"),
+    ({"n01": {"read": ["a*b"]}}, ValueError, "before its end"),
     ({"n01": {"read": "*"}}, TypeError, "list"),
 ]
 
@@ -52,6 +54,17 @@ def test_a_malformed_acl_is_refused_clearly(rules: Any, error: type[Exception], 
 
 def test_read_may_be_everything() -> None:
     assert Acl({"*": {"read": ["*"], "write": ["x"]}}).may_write("n01", "x")
+
+
+def test_read_patterns_and_their_fallback() -> None:
+    acl = Acl({"*": {"read": ["pub*", "inbox"]}, "n01": {"write": ["x"]}, "n02": {"read": []}})
+    assert acl.may_read("n03", "pub-a") and acl.may_read("n03", "inbox")
+    assert not acl.may_read("n03", "inbox2") and not acl.may_read("n03", "secret")
+    assert acl.may_read("n01", "secret"), "an own entry without 'read' reads every name"
+    assert not acl.may_read("n02", "pub-a"), "an empty 'read' list reads nothing"
+    assert acl.reads("n01") is None and Acl({"n01": {"write": ["x"]}}).reads("n05") is None
+    allows = acl.reads("n03")
+    assert allows is not None and not allows(5), "a key that is not a str matches no pattern"
 
 
 # -- write ACLs in a star: n01 and n02 reach each other only through n00 ----------------------
@@ -159,3 +172,118 @@ def test_a_read_only_engine_pulls_everything_and_sends_no_state() -> None:
     assert len(sent) == 12
     assert all(not m.deltas and m.context is None and m.piece is None for m in sent)
     assert observer.delta_buffer_bytes == 0, "an observer buffers nothing to forward"
+
+
+# -- read ACLs: an observer is sent only the names it may read -----------------------------------
+
+
+def observed(seed: int, *, late: bool = False) -> SimNet:
+    """n00 and n02 write and gossip; n01 is an observer limited to pub* on both.
+
+    Every other peer may read and write every name.
+    """
+    net = SimNet(seed, 3)
+    for node in ("n00", "n02"):
+        net.engines[node].acl = Acl({"n01": {"read": ["pub*"]}, "*": {"write": ["*"]}})
+    if not late:
+        net.engines["n01"] = _observer(net)
+    return net
+
+
+def _observer(net: SimNet) -> SyncEngine:
+    return SyncEngine("n01", cluster=net.config["cluster"], state=net.engines["n01"].state,
+                      read_only=True)  # fmt: skip
+
+
+def pull(net: SimNet, server: str, sent: list[bytes]) -> None:
+    """The observer n01 pulls from ``server``; every reply it gets is kept in ``sent``."""
+    observer, engine = net.engines["n01"], net.engines[server]
+    request = net.wire(
+        observer, observer.request(server if server in observer.peers else None), "req"
+    )
+    response, _ = engine.on_request(decode_message(request))
+    reply = net.wire(engine, response, "resp")
+    sent.append(reply)
+    observer.on_response(decode_message(reply))
+
+
+def secret_free(reply: bytes) -> bool:
+    return b"secret" not in reply and b"hidden-" not in reply
+
+
+def random_writes(net: SimNet, count: int) -> None:
+    """Adds, removes and counter bumps on pub-a, pub-b and secret, at n00 or n02."""
+    for i in range(count):
+        writer = ("n00", "n02")[net.rng.randrange(2)]
+        name = net.rng.choice(["pub-a", "pub-b", "secret"])
+        element = f"hidden-{i}" if name == "secret" else f"e{i}"
+        state = net.engines[writer].state
+        roll = net.rng.random()
+        if roll < 0.15 and name in state:
+            net.engines[writer].record_local(state.remove(name))
+        elif roll < 0.35 and name in state and state[name].value:
+            victim = net.rng.choice(sorted(state[name].value))
+            net.write(writer, name, ORSet, lambda s, v=victim: s.remove(v))
+        else:
+            net.write(writer, name, ORSet, adding(element))
+        net.exchange("n00", "n02")
+
+
+def settle_with_observer(net: SimNet, sent: list[bytes]) -> None:
+    for _ in range(6):
+        net.exchange("n00", "n02")
+        net.exchange("n02", "n00")
+        pull(net, "n00", sent)
+        pull(net, "n02", sent)
+
+
+def visible(state: Any) -> dict[str, Any]:
+    return {name: value for name, value in state.value.items() if str(name).startswith("pub")}
+
+
+@settings(max_examples=12, derandomize=True, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 40), st.booleans())
+def test_an_observer_limited_to_some_names_sees_exactly_them(
+    seed: int, writes: int, late: bool
+) -> None:
+    """The observer holds the writers' pub* names, never a byte of the others, and a vector.
+
+    ``late``: it arrives after the writes, so it catches up by a snapshot.
+    """
+    net = observed(seed, late=late)
+    sent: list[bytes] = []
+    for _ in range(writes // 10 if not late else 0):
+        random_writes(net, 10)
+        pull(net, "n00", sent)
+    random_writes(net, writes)
+    if late:
+        net.engines["n01"] = _observer(net)
+    settle_with_observer(net, sent)
+    writer, observer = net.engines["n00"], net.engines["n01"]
+    assert writer.state == net.engines["n02"].state, net.where()
+    assert observer.state.value == visible(writer.state), net.where()
+    assert all(map(secret_free, sent)), f"{net.where()}: an unreadable name was sent"
+    assert observer.state.context == writer.state.context, (
+        "the observer takes the unreadable names' dots as seen: its context stays the writers'"
+    )
+    assert not observer.state.context._cloud, "and compacts to a version vector"
+    if late:
+        assert writer.metrics.full_state_fallbacks + net.engines["n02"].metrics.full_state_fallbacks
+
+
+def test_a_peer_limited_in_reading_must_be_an_observer() -> None:
+    """A writer's context would claim the names it was not sent: it is refused, sent nothing."""
+    net = observed(7, late=True)  # n01 is not made an observer
+    net.write("n00", "secret", ORSet, adding("hidden-1"))
+    net.write("n01", "pub-x", ORSet, adding("mine"))
+    hub, limited = net.engines["n00"], net.engines["n01"]
+    request = limited.request(None)
+    with pytest.raises(AccessDeniedError, match="read-only observer"):
+        hub.on_request(decode_message(encode_message(request)))
+    assert "pub-x" not in hub.state.value, "nothing of a refused message is merged"
+    message = hub.request("n01")  # a request to it: no state before it says it is an observer
+    assert not message.deltas and message.context is None and message.piece is None
+    reply, _ = limited.on_request(decode_message(encode_message(message)))
+    with pytest.raises(AccessDeniedError):  # its reply is refused as its request was
+        hub.on_response(decode_message(encode_message(reply)))
+    assert "pub-x" not in hub.state.value
