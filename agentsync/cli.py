@@ -172,6 +172,13 @@ def _tls_options(parser: argparse.ArgumentParser, *, serving: bool) -> None:
             action="store_true",
             help="mutual TLS: take only clients with a certificate from --tls-ca",
         )
+        group.add_argument(
+            "--tls-bind-node-ids",
+            action="store_true",
+            help="with --tls-require-client-cert: a peer speaks only as the node id its "
+            "certificate names (subjectAltName URI agentsync:node/ID); --id defaults to "
+            "this node's certificate's",
+        )
     group.add_argument(
         "--tls-pin",
         metavar="SHA256",
@@ -184,7 +191,8 @@ def _tls_options(parser: argparse.ArgumentParser, *, serving: bool) -> None:
 def _tls(args: argparse.Namespace) -> TLSConfig | None:
     """The TLS of the ``--tls-*`` options, None without any; CliError if one is bad."""
     require = bool(getattr(args, "tls_require_client_cert", False))
-    if not (args.tls_cert or args.tls_key or args.tls_ca or args.tls_pin or require):
+    bind = bool(getattr(args, "tls_bind_node_ids", False))
+    if not (args.tls_cert or args.tls_key or args.tls_ca or args.tls_pin or require or bind):
         return None
     from agentsync.transport.tls import TLSConfig
 
@@ -195,6 +203,7 @@ def _tls(args: argparse.Namespace) -> TLSConfig | None:
             ca=tuple(args.tls_ca),
             require_client_cert=require,
             pins=frozenset(args.tls_pin),
+            bind_node_ids=bind,
         )
     except (ValueError, TypeError) as exc:
         raise CliError(_one_line(exc)) from None

@@ -27,7 +27,7 @@ import pytest
 
 from agentsync.cli import main
 from agentsync.node import Node
-from agentsync.transport.tls import fingerprint
+from agentsync.transport.tls import fingerprint, node_uri
 from tests.tlscerts import Pki
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -436,3 +436,17 @@ def test_bad_tls_options_are_one_line_exit_2(
     assert code == 2 and "not a SHA-256 fingerprint" in err
     code, _, err = run_cli(capsys, "serve", "--tls-ca", Pki(tmp_path).ca)  # nothing to serve
     assert code == 2 and "needs a certificate" in err
+
+
+def test_bind_node_ids_is_checked_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = Pki(tmp_path)
+    cert, key = pki.issue("b", uris=(node_uri("b"),))
+    mutual = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", pki.ca, "--tls-bind-node-ids"]
+    code, _, err = run_cli(capsys, "serve", *mutual)  # no --tls-require-client-cert
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "bind_node_ids needs require_client_cert" in err
+    code, _, err = run_cli(capsys, "serve", "--id", "a", *mutual, "--tls-require-client-cert")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "names node id 'b', not 'a'" in err
