@@ -55,7 +55,7 @@ from agentsync.security import Channel, Keyring, Secret
 from agentsync.status import report
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
 from agentsync.sync import PROTOCOL_VERSION, SyncEngine, decode_message, encode_message, session
-from agentsync.sync.acl import Acl
+from agentsync.sync.acl import ANY_PEER, Acl
 from agentsync.sync.engine import SyncMetrics
 from agentsync.sync.messages import MAX_MEMBERS
 from agentsync.sync.pruning import Performed, PruningConfig
@@ -135,9 +135,12 @@ class Node(Container):
     runtime with ``node.keyring`` (install, use, remove).
     ``read_only`` makes an observer: it pulls its peers' state but never
     sends a delta, and a write raises ReadOnlyError. ``acl`` says which
-    top-level names each peer may write here (``agentsync.sync.acl``):
-    ``{"peer-id-or-*": {"write": ["prefix*", "name"]}}``; a delta touching
-    another name is dropped, counted and logged (``docs/security.md``).
+    top-level names each peer may write here and is sent
+    (``agentsync.sync.acl``): ``{"peer-id-or-*": {"read": [...], "write":
+    ["prefix*", "name"]}}``; a delta touching another name is dropped,
+    counted and logged; a peer limited in reading must be an observer, and
+    ``GET /v1/state`` and ``/v1/status`` show what ``"*"`` may read
+    (``docs/security.md``, "Access control").
     ``tls`` (``agentsync.transport.tls.TLSConfig``) serves https and reaches
     peers with its CAs, certificate and pins; such a node sends nothing over
     plain http: its peers and seeds need https URLs, and http ones it learns
@@ -1186,17 +1189,23 @@ class Node(Container):
 
     def state_json(self) -> dict[str, Any]:
         """Every name with its type and value, for ``GET /v1/state`` and ``agentsync dump``."""
+        readable = self._http_reads()
         with self._lock:
             names = {
                 name: {"type": type(replica).__name__, "value": to_json(replica.value)}
                 for name, replica in self._items()
+                if readable is None or readable(name)
             }
         return {"node_id": self.node_id, "cluster": self.cluster, "names": names}
 
     def status_json(self) -> dict[str, Any]:
         """What the status page shows (``GET /v1/status``), bounded: see ``agentsync.status``."""
         with self._lock:
-            return report(self.health(), self._engine, self._auth_failures)
+            return report(self.health(), self._engine, self._auth_failures, self._http_reads())
+
+    def _http_reads(self) -> Callable[[object], bool] | None:
+        """The names an HTTP read may show: a request names no node, so the ``"*"`` rule's."""
+        return None if self._acl is None else self._acl.reads(ANY_PEER)
 
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the sync metrics."""

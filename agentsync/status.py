@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Mapping, Sized
 from typing import Any
 
 from agentsync.sync import SyncEngine
@@ -30,10 +30,16 @@ SORTED_UP_TO = 64
 ELLIPSIS = "…"
 
 
-def report(health: Mapping[str, Any], engine: SyncEngine, auth_failures: int) -> dict[str, Any]:
+def report(
+    health: Mapping[str, Any],
+    engine: SyncEngine,
+    auth_failures: int,
+    readable: Callable[[object], bool] | None = None,
+) -> dict[str, Any]:
     """The status JSON: ``health`` (``Node.health``) with lag, names and the counters.
 
-    Call it under the Node's lock: it reads the engine's state and peers.
+    Only the names ``readable`` accepts are shown (None: every name). Call it
+    under the Node's lock: it reads the engine's state and peers.
     """
     state = engine.state
     mine = state.context.version_vector
@@ -42,7 +48,11 @@ def report(health: Mapping[str, Any], engine: SyncEngine, auth_failures: int) ->
         {**peer, "lag": lag(mine, own, _reported(engine, peer["node_id"]))}
         for peer in health["peers"][:MAX_PEERS]
     ]
-    items: list[tuple[str, Any]] = state.items()  # type: ignore[assignment]  # names are str
+    items: list[tuple[str, Any]] = [
+        (name, replica)  # type: ignore[misc]  # names are str
+        for name, replica in state.items()
+        if readable is None or readable(name)
+    ]
     names = [
         {
             "name": clip(name),

@@ -1,10 +1,11 @@
-"""Access control on real nodes: a read-only observer, and a receiver's write ACL."""
+"""Access control on real nodes: a read-only observer, a receiver's write ACL, read limits."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import aiohttp
 import pytest
 
 from agentsync import Node, ReadOnlyError
@@ -91,7 +92,7 @@ def test_a_write_acl_drops_forbidden_names_and_lets_allowed_ones_converge(
     [
         ({"agent": {"write": "agent-*"}}, TypeError),
         ({"agent": {"delete": ["x"]}}, ValueError),
-        ({"agent": {"read": ["agent-*"]}}, ValueError),
+        ({"agent": {"read": ["agent-*"], "write": ["agent-*"]}}, ValueError),
     ],
 )
 def test_a_node_refuses_a_malformed_acl(acl: Any, error: type[Exception]) -> None:
@@ -102,3 +103,74 @@ def test_a_node_refuses_a_malformed_acl(acl: Any, error: type[Exception]) -> Non
 def test_read_only_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="read_only"):
         Node("observer", read_only="yes")  # type: ignore[arg-type]
+
+
+def test_an_observer_limited_to_some_names_is_sent_only_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two writers; a watcher limited to pub* on both sees exactly those, removals included.
+
+    A node limited the same way that is not an observer is refused with 403
+    both ways, and nothing passes between it and the writers.
+    """
+
+    async def main() -> None:
+        acl = {"watcher": {"read": ["pub*"]}, "intruder": {"read": ["pub*"]}, "*": {"write": ["*"]}}
+        hub = Node("hub", acl=acl, gossip_interval=FAST)
+        await hub.start()
+        other = Node("other", acl=acl, peers=[hub.url], gossip_interval=FAST)
+        await other.start()
+        watcher = Node("watcher", read_only=True, peers=[hub.url, other.url], gossip_interval=FAST)
+        intruder = Node("intruder", peers=[hub.url], gossip_interval=FAST)
+        await watcher.start()
+        await intruder.start()
+        try:
+            hub.set("pub-notes").add("hello")
+            other.counter("pub-hits").increment(3)
+            hub.register("secret").set("the plan")
+            other.set("secret-list").add("names")
+            intruder.set("pub-notes").add("from the intruder")
+            readable = {"pub-notes": {"hello"}, "pub-hits": 3}
+            await eventually(lambda: watcher.value == readable, "the watcher sees the pub names")
+            await converge([hub, other], "the writers converge on every name")
+            hub.set("pub-notes").remove("hello")
+            other.register("secret").set("another plan")
+            readable = {"pub-hits": 3}  # an emptied set is no longer shown
+            await eventually(lambda: watcher.value == readable, "a removal reaches the watcher")
+            await eventually(lambda: hub.metrics.errors > 0, "the intruder's exchanges are refused")
+            assert watcher.value == readable
+            assert "from the intruder" not in hub.value.get("pub-notes", ())
+            assert "secret" not in intruder.value and "pub-hits" not in intruder.value
+            with caplog.at_level(logging.DEBUG, logger="agentsync"):
+                await intruder.sync_now()
+            said = [r.getMessage() for r in caplog.records]
+            said = [line for line in said if "read-only observer" in line]
+            assert said and "403" in said[0], "the intruder is told why, with a 403"
+        finally:
+            await stop_all([intruder, watcher, other, hub])
+
+    run(main())
+
+
+def test_http_reads_show_only_what_any_peer_may_read() -> None:
+    """``GET /v1/state`` and ``/v1/status`` name no node: they get the ``"*"`` rule's names."""
+
+    async def main() -> None:
+        node = Node("hub", acl={"*": {"read": ["pub*"]}, "admin": {"write": ["*"]}})
+        await node.start()
+        try:
+            node.set("pub-notes").add("hello")
+            node.register("secret").set("the plan")
+            async with aiohttp.ClientSession() as session:
+                async with session.get(node.url + "/v1/state") as response:
+                    state = await response.json()
+                async with session.get(node.url + "/v1/status") as response:
+                    status = await response.json()
+            assert set(state["names"]) == {"pub-notes"}
+            assert [entry["name"] for entry in status["names"]] == ["pub-notes"]
+            assert status["names_total"] == 1
+            assert set(node.value) == {"pub-notes", "secret"}, "the local API reads every name"
+        finally:
+            await node.stop()
+
+    run(main())
