@@ -68,5 +68,18 @@ class AccessDeniedError(ProtocolError):
     """
 
 
+class ImpersonationError(AccessDeniedError):
+    """A sync message naming another sender than the node id its TLS certificate names.
+
+    Only with ``TLSConfig(bind_node_ids=True)``; the server answers 403 and
+    nothing of the message is merged (``docs/security.md``, "Binding node ids").
+    """
+
+    def __init__(self, claimed: str, certified: str) -> None:
+        super().__init__(f"the message names sender {claimed!r}, its certificate {certified!r}")
+        self.claimed = claimed
+        self.certified = certified
+
+
 class ReadOnlyError(AgentsyncError, PermissionError):
     """A write to a read-only node (``Node(read_only=True)``): it only pulls state."""

@@ -46,6 +46,7 @@ from agentsync.discovery.membership import (
 from agentsync.errors import (
     DecodeError,
     ForgedDotsError,
+    ImpersonationError,
     PeerUnavailableError,
     ProtocolError,
     ReadOnlyError,
@@ -344,8 +345,9 @@ class Node(Container):
         self._push = asyncio.Event()
         server_ssl, client_ssl = self._ssl or (None, None)
         server = SyncServer(
-            self, host=self.host, port=self.port, channel=self._channel, ssl=server_ssl
-        )
+            self, host=self.host, port=self.port, channel=self._channel, ssl=server_ssl,
+            bind_node_ids=self._bind_node_ids,
+        )  # fmt: skip
         client = SyncClient(
             timeout=EXCHANGE_TIMEOUT_S, channel=self._channel, ssl=client_ssl,
             bind_node_ids=self._bind_node_ids,
@@ -1058,18 +1060,30 @@ class Node(Container):
     # -- what the server calls (transport.server.SyncHandler) ------------------------
 
     def handle_sync(
-        self, body: bytes, remote: str | None = None, sender: str | None = None
+        self,
+        body: bytes,
+        remote: str | None = None,
+        sender: str | None = None,
+        certified: str | None = None,
     ) -> bytes:
         """Answer a peer's exchange (DecodeError/ProtocolError: the transport says 4xx).
 
         ``remote`` is the address the request came from: a sender bound to a
         wildcard address is reachable there (see ``_learn``). ``sender`` is
-        the node id its envelope was sealed by: a member may not speak as another.
+        the node id its envelope was sealed by, ``certified`` the one its
+        client certificate names (TLS binding node ids): a member may not
+        speak as another (ImpersonationError, a 403, for a certificate).
         """
         with self._lock:
             self._engine.metrics.bytes_received += len(body)
         try:
             message = decode_message(body)
+            if certified is not None and message.sender != certified:
+                log.warning(
+                    "refused a sync request from %s: it names sender %r, but its certificate "
+                    "names %r", remote, message.sender, certified,
+                )  # fmt: skip
+                raise ImpersonationError(message.sender, certified)
             if sender is not None and message.sender != sender:
                 raise ProtocolError(
                     f"the message names sender {message.sender!r}, its envelope {sender!r}"

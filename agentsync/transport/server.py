@@ -14,7 +14,10 @@ status or metrics without the key's bearer token. Health then says only
 With an ``ssl`` context (``transport.tls``) it serves https: the TLS
 handshake starts only once the gate admitted the connection, is bounded in
 time, and a failed one (plain http, no or a wrong client certificate, a
-certificate not pinned) is counted and closed before a byte is read.
+certificate not pinned) is counted and closed before a byte is read. With
+``bind_node_ids`` too, a sync request is handled only as coming from the
+node id its client certificate names: one that names none gets a 403 before
+its body is read, and the handler refuses a message naming another sender.
 The handler (the Node) does the protocol work, synchronously: it is CPU
 work with no await inside, so it runs on the event loop, one call at a time.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from ssl import SSLContext
+from ssl import CERT_REQUIRED, SSLContext
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -39,6 +42,7 @@ from agentsync.errors import (
 from agentsync.security import Channel
 from agentsync.transport.limits import Gate, Limits, Refusal, Turns, remote_key
 from agentsync.transport.page import PAGE, PAGE_HEADERS
+from agentsync.transport.tls import certified_node_id
 from agentsync.transport.urls import base_url
 from agentsync.transport.wire import (
     DEFAULT_MAX_BODY_BYTES,
@@ -72,15 +76,22 @@ class SyncHandler(Protocol):
     """What the server calls; the Node implements it. Every method is synchronous."""
 
     def handle_sync(
-        self, body: bytes, remote: str | None = None, sender: str | None = None
+        self,
+        body: bytes,
+        remote: str | None = None,
+        sender: str | None = None,
+        certified: str | None = None,
     ) -> bytes:
         """Answer a sync request body with a response body.
 
         ``remote`` is the IP address the request came from (None if unknown),
         ``sender`` the node id that sealed it (None when unsealed): the
-        message must name the same sender. Raise DecodeError or
-        ProtocolError (400), AccessDeniedError (403) or ClusterMismatchError
-        (409), with state unchanged, to refuse it.
+        message must name the same sender. ``certified`` is the node id the
+        client's certificate names, passed only by a server that binds node
+        ids (``bind_node_ids``): the message must name it too, or
+        ImpersonationError. Raise DecodeError or ProtocolError (400),
+        AccessDeniedError (403; ImpersonationError is one) or
+        ClusterMismatchError (409), with state unchanged, to refuse it.
         """
         ...
 
@@ -143,9 +154,13 @@ class SyncServer:
         limits: Limits | None = None,
         channel: Channel | None = None,
         ssl: SSLContext | None = None,
+        bind_node_ids: bool = False,
     ) -> None:
         if max_body_bytes < 1 or body_timeout <= 0:
             raise ValueError("max_body_bytes and body_timeout must be positive")
+        if bind_node_ids and (ssl is None or ssl.verify_mode != CERT_REQUIRED):
+            raise ValueError("bind_node_ids needs an ssl context that requires client certificates")
+        self._bind_node_ids = bind_node_ids
         self._handler = handler
         self._host = host
         self._port = port
@@ -258,11 +273,29 @@ class SyncServer:
         return response
 
     async def _sync(self, request: web.Request) -> web.Response:
+        certified = self._certified(request)  # before the body: refusing is cheap here
         body = await self._read_body(request)
         remote = request.remote
-        return await self._turns.run(request[_REMOTE_KEY], lambda: self._answer(body, remote))
+        return await self._turns.run(
+            request[_REMOTE_KEY], lambda: self._answer(body, remote, certified)
+        )
 
-    def _answer(self, body: bytes, remote: str | None) -> web.Response:
+    def _certified(self, request: web.Request) -> str | None:
+        """The node id the client's certificate names when node ids are bound (else None);
+        a 403, the body left unread, when it names none."""
+        if not self._bind_node_ids:
+            return None
+        transport = request.transport
+        certified = certified_node_id(
+            transport.get_extra_info("peercert") if transport is not None else None
+        )
+        if certified is None:
+            raise _Refused(
+                403, "node ids are bound to certificates here: yours names none", close=True
+            )
+        return certified
+
+    def _answer(self, body: bytes, remote: str | None, certified: str | None) -> web.Response:
         """Open, handle and seal one sync body: the CPU work, done in the sender's turn."""
         channel, header, sender = self._channel, b"", None
         if channel is not None:
@@ -272,7 +305,12 @@ class SyncServer:
                 raise _Refused(401, f"authentication failed: {exc}") from None
             header, sender = opened.raw, opened.sender
         try:
-            reply = self._handler.handle_sync(body, remote=remote, sender=sender)
+            if certified is None:  # a handler of a server that binds nothing may not know it
+                reply = self._handler.handle_sync(body, remote=remote, sender=sender)
+            else:
+                reply = self._handler.handle_sync(
+                    body, remote=remote, sender=sender, certified=certified
+                )
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except AccessDeniedError as exc:  # and this one

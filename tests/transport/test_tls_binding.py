@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentsync.errors import PeerUnavailableError
-from agentsync.transport import SyncClient
+from agentsync.transport import SyncClient, SyncServer
 from agentsync.transport.tls import TLSConfig, certified_node_id, node_uri
 from tests.tlscerts import Pki
 from tests.transport.helpers import FakeHandler, run, serving, started
@@ -90,3 +90,48 @@ def test_the_client_reads_the_node_id_the_servers_certificate_names(pki: Pki) ->
     with pytest.raises(PeerUnavailableError, match="certificate names no node id"):
         run(exchange(pki.issue("bind-server-anonymous"), handler))
     assert len(handler.bodies) == 2, "the request went out; its reply is what is refused"
+
+
+class CertifiedHandler(FakeHandler):
+    """A FakeHandler that records the node id each request's certificate named."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.certified: list[str | None] = []
+
+    def handle_sync(
+        self,
+        body: bytes,
+        remote: str | None = None,
+        sender: str | None = None,
+        certified: str | None = None,
+    ) -> bytes:
+        self.certified.append(certified)
+        return super().handle_sync(body, remote, sender)
+
+
+def test_the_server_hands_on_the_node_id_the_clients_certificate_names(pki: Pki) -> None:
+    server_tls = bound(pki, pki.issue("bind-v", uris=(node_uri("v"),)))
+
+    async def exchange(client_files: tuple[str, str], handler: FakeHandler) -> bytes:
+        cert, key = client_files
+        client_tls = TLSConfig(cert=cert, key=key, ca=(pki.ca,))
+        context = server_tls.server_context()
+        async with (
+            serving(handler, ssl=context, bind_node_ids=True) as server,
+            started(SyncClient(timeout=2.0, ssl=client_tls.client_context())) as client,
+        ):
+            return await client.exchange(server.url, BODY)
+
+    handler = CertifiedHandler()
+    assert run(exchange(pki.issue("bind-c", uris=(node_uri("c"),)), handler)) == b"echo:" + BODY
+    assert handler.certified == ["c"]
+    with pytest.raises(PeerUnavailableError, match="HTTP 403: node ids are bound to certificates"):
+        run(exchange(pki.issue("bind-anonymous"), handler))
+    assert handler.bodies == [BODY], "refused before the handler saw it"
+    assert handler.errors == 1, "and counted"
+    with pytest.raises(ValueError, match="bind_node_ids needs an ssl context"):
+        SyncServer(handler, bind_node_ids=True)
+    with pytest.raises(ValueError, match="bind_node_ids needs an ssl context"):
+        one_way = TLSConfig(cert=server_tls.cert, key=server_tls.key).server_context()
+        SyncServer(handler, ssl=one_way, bind_node_ids=True)
