@@ -12,7 +12,7 @@ from agentsync.crdt import LWWRegister, ORSet, PNCounter
 from agentsync.errors import AccessDeniedError
 from agentsync.sync import SyncEngine, decode_message, encode_message
 from agentsync.sync.acl import Acl
-from tests.sync.simnet import SimNet, adding
+from tests.sync.simnet import Faults, SimNet, adding
 
 # -- the ACL itself ----------------------------------------------------------------------------
 
@@ -287,3 +287,42 @@ def test_a_peer_limited_in_reading_must_be_an_observer() -> None:
     with pytest.raises(AccessDeniedError):  # its reply is refused as its request was
         hub.on_response(decode_message(encode_message(reply)))
     assert "pub-x" not in hub.state.value
+
+
+WORKLOAD_READABLE = ("tags", "hits", "docs")
+"""What the limited observer n03 may read of the SimNet workload (not title, notes, flag, kv)."""
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_limited_observer_on_a_faulty_network_holds_exactly_its_names(seed: int) -> None:
+    """Loss, duplicates, reordering and partitions; the whole workload on three writers."""
+    net = SimNet(seed, 4, faults=Faults(loss=0.2, dup=0.1, reorder=True, max_delay=3))
+    acl = Acl({"n03": {"read": list(WORKLOAD_READABLE)}, "*": {"write": ["*"]}})
+    for node in ("n00", "n01", "n02"):
+        net.engines[node].acl = acl
+    observer = net.engines["n03"] = SyncEngine(
+        "n03", cluster=net.config["cluster"], state=net.engines["n03"].state, read_only=True
+    )
+    write = net.random_write
+    net.random_write = lambda node_id, op=None: None if node_id == "n03" else write(node_id, op)  # type: ignore[method-assign]
+    net.run(40, partitions=0.1)
+    net.heal()
+    net.flush(everything=True)
+    net.faults = Faults()
+    writers = [net.engines[n] for n in ("n00", "n01", "n02")]
+    for _ in range(60):
+        first = writers[0].state
+        if all(w.state == first for w in writers) and observer.state.value == {
+            name: value for name, value in first.value.items() if name in WORKLOAD_READABLE
+        }:
+            break
+        for node_id in net.ids:
+            for other in net.partners(node_id):
+                net.exchange(node_id, other)
+    else:
+        raise AssertionError(f"{net.where()}: not converged: {net.describe()}")
+    assert observer.state.value, f"{net.where()}: the workload wrote readable names"
+    assert set(observer.state.value) <= set(WORKLOAD_READABLE)
+    assert observer.state.context == writers[0].state.context, net.where()
+    for writer in writers:
+        assert not net.oracle.problems(writer.state), net.where()
