@@ -17,6 +17,7 @@ import pytest
 
 from agentsync import Node
 from agentsync.errors import PeerUnavailableError
+from agentsync.security import Channel, Keyring
 from agentsync.sync import SyncEngine, encode_message
 from agentsync.transport import SyncClient
 from agentsync.transport.tls import TLSConfig, node_uri
@@ -77,17 +78,21 @@ def test_an_honest_cluster_converges_with_node_ids_bound(
     run(main())
 
 
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["tls", "tls+secret"])
 def test_an_impostor_client_is_refused_with_403_and_changes_nothing(
-    pki: Pki, certs: dict[str, tuple[str, str]], caplog: pytest.LogCaptureFixture
-) -> None:
+    pki: Pki, certs: dict[str, tuple[str, str]], caplog: pytest.LogCaptureFixture,
+    secret: bytes | None,
+) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING, logger="agentsync")
 
     async def main() -> None:
-        v = Node("v", gossip_interval=FAST, tls=tls(pki, certs["v"]))
+        v = Node("v", gossip_interval=FAST, secret=secret, tls=tls(pki, certs["v"]))
         await v.start()
         v.counter("hits").increment()
-        x = impostor(pki, certs, "a", peers=[v.url])
-        client = SyncClient(timeout=2.0, ssl=tls(pki, certs["b"], bind=False).client_context())
+        x = impostor(pki, certs, "a", peers=[v.url], secret=secret)
+        channel = Channel(Keyring(secret, cluster="default"), "a") if secret is not None else None
+        ssl = tls(pki, certs["b"], bind=False).client_context()
+        client = SyncClient(timeout=2.0, ssl=ssl, channel=channel)
         await client.start()
         try:
             x.counter("hits").increment(100)
@@ -110,24 +115,35 @@ def test_an_impostor_client_is_refused_with_403_and_changes_nothing(
     assert all("'a'" in line and "'b'" in line for line in logged), logged
 
 
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["tls", "tls+secret"])
 def test_an_impostor_server_fails_the_exchange_and_nothing_is_merged(
-    pki: Pki, certs: dict[str, tuple[str, str]]
+    pki: Pki, certs: dict[str, tuple[str, str]], secret: bytes | None
 ) -> None:
     async def main() -> None:
-        x = impostor(pki, certs, "a", peers=[UNREACHABLE])  # it never dials v itself
+        x = impostor(pki, certs, "a", peers=[UNREACHABLE], secret=secret)  # never dials v
         x.counter("hits").increment(100)
         await x.start()
-        v = Node("v", gossip_interval=FAST, peers=[x.url], tls=tls(pki, certs["v"]))
+        config = tls(pki, certs["v"])
+        v = Node("v", gossip_interval=FAST, peers=[x.url], secret=secret, tls=config)
         v.counter("hits").increment()
         await v.start()
         try:
-            await eventually(lambda: v.metrics.errors >= 3, "v to refuse x's replies three times")
+            if secret is None:  # the reply names 'a', the certificate 'b': a bad reply
+                await eventually(lambda: v.metrics.errors >= 3, "v to refuse x's replies 3 times")
+            else:  # sealed by 'a' too: refused with the envelope, like a forged one (backoff)
+                await eventually(lambda: failures(v) >= 3, "v to refuse x's replies 3 times")
             assert v.value == {"hits": 1}, "nothing of the replies was merged"
             assert v.metrics.rounds == 0, "no exchange completed"
         finally:
             await stop_all([v, x])
 
     run(main())
+
+
+def failures(node: Node) -> int:
+    """The failed exchanges in a row with the node's one peer."""
+    [peer] = node.health()["peers"]
+    return int(peer["failures"])
 
 
 @pytest.mark.parametrize("bind", [False, True], ids=["acl-alone", "acl-and-binding"])
