@@ -129,8 +129,7 @@ _packers = _Packers()
 
 
 def _packed(crdt: CRDT) -> bytes:
-    writer = Writer()
-    writer.replica_index(crdt.replica_id)
+    writer = Writer(crdt._rid)
     body = crdt._encode_body(writer)
     context = writer.context(crdt._ctx)
     packed: bytes = _packers.pack(
@@ -226,9 +225,10 @@ class Writer:
 
     __slots__ = ("_index", "replica_ids")
 
-    def __init__(self) -> None:
-        self._index: dict[str, int] = {}
-        self.replica_ids: list[str] = []
+    def __init__(self, sender: str | None = None) -> None:
+        """``sender``, if given, is the table's first id (index 0)."""
+        self._index: dict[str, int] = {} if sender is None else {sender: 0}
+        self.replica_ids: list[str] = [] if sender is None else [sender]
 
     def replica_index(self, replica_id: str) -> int:
         """The table index of ``replica_id``, adding it on first use."""
@@ -255,15 +255,19 @@ class Writer:
         vector: list[int] = []
         for rid, n in ctx._vv.items():
             vector += (self.replica_index(rid), n)
+        if len(ctx._cloud) == 1:  # one write's delta, the hot case
+            ((rid, n),) = ctx._cloud
+            return [vector, [self.replica_index(rid), n, 1]]
         ranges: list[int] = []
         cloud = sorted(ctx._cloud)  # a delta group's cloud lists every dot of its writes
-        if len(cloud) <= SMALL_CLOUD:  # one write's delta: dot by dot costs less
+        if len(cloud) <= SMALL_CLOUD:  # a write's delta: dot by dot costs less
+            last = None  # the replica of the last range
             for rid, n in cloud:
-                index = self.replica_index(rid)
-                if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == n:
+                if rid == last and ranges[-2] + ranges[-1] == n:
                     ranges[-1] += 1
                 else:
-                    ranges += (index, n, 1)
+                    ranges += (self.replica_index(rid), n, 1)
+                    last = rid
             return [vector, ranges]
         at = 0
         while at < len(cloud):

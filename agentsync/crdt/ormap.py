@@ -385,6 +385,11 @@ class ORMap(Clocked):
 
     def _encode_body(self, writer: Writer) -> Any:
         """``[keys, tags, bodies]``: one row per (key, type), nested bodies inline."""
+        if len(self._fields) == 1:  # one write's delta, the hot case
+            ((key, fields),) = self._fields.items()
+            if len(fields) == 1:
+                ((tag, nested),) = fields.items()
+                return [[key], [tag], [nested._encode_body(writer)]]
         keys, tags, bodies = [], [], []
         for key, fields in self._fields.items():
             for tag, nested in fields.items():

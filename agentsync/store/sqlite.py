@@ -109,6 +109,7 @@ class Store:
         self._lock_file = _take_lock(os.path.join(self.data_dir, LOCK_FILE))
         try:
             self._db = self._connect()
+            self._cursor = self._db.cursor()
             try:
                 self._prepare()
             except BaseException:
@@ -264,22 +265,26 @@ class Store:
 
     def append(self, delta: ORMap) -> None:
         """Log a delta applied to the state; durable when this returns."""
-        self.log([encode(delta)])
+        self._insert(encode(delta))
+
+    def _insert(self, blob: bytes) -> None:
+        """Log one encoded delta: one statement, its own transaction (the hot case)."""
+        with self._lock:
+            try:
+                self._cursor.execute(_INSERT, (blob,))  # a kept cursor: none made per write
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            self._log_bytes += len(blob)
 
     def log(self, blobs: Sequence[bytes]) -> None:
         """Log encoded deltas in one transaction: all of them are durable when this returns."""
+        if len(blobs) == 1:
+            self._insert(blobs[0])
+            return
         with self._lock:
-            if len(blobs) == 1:  # one statement, its own transaction: the common, hot case
-                blob = blobs[0]
-                try:
-                    self._db.execute(_INSERT, (blob,))
-                except sqlite3.Error as exc:
-                    raise StoreError(f"cannot write {self.path}: {exc}") from exc
-                self._log_bytes += len(blob)
-            else:
-                with self._transaction():
-                    self._db.executemany(_INSERT, ((blob,) for blob in blobs))
-                self._log_bytes += sum(map(len, blobs))
+            with self._transaction():
+                self._db.executemany(_INSERT, ((blob,) for blob in blobs))
+            self._log_bytes += sum(map(len, blobs))
 
     def save_session(self, blob: bytes) -> None:
         """Keep the sync session for the next start; call it as the node stops cleanly."""
