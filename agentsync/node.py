@@ -203,7 +203,7 @@ class Node(Container):
             self._check_scheme(normalize_url(url))
         self.data_dir = os.fspath(data_dir) if data_dir is not None else None
         self.durability: Durability = durability
-        self._store, stored = _open_store(self.data_dir, durability, node_id, cluster)
+        self._store, stored = _open_store(self.data_dir, durability, node_id, cluster, read_only)
         node_id = stored.node_id if stored is not None else node_id
         node_id = node_id or f"node-{secrets.token_hex(4)}"
         self.node_id = node_id
@@ -215,6 +215,7 @@ class Node(Container):
         self.gossip_interval = float(gossip_interval)
         self.fanout = fanout
         self._engine = self._new_engine(self._resume(stored))
+        self._engine.limited = stored is not None and stored.limited
         self._resume_pruning(stored)
         self._resume_session(stored)
         self._lock = threading.RLock()
@@ -283,7 +284,14 @@ class Node(Container):
         )  # fmt: skip
         engine.on_merge = self._log_merge
         engine.on_denied = _log_denied
+        engine.on_limited = self._mark_limited
         return engine
+
+    def _mark_limited(self) -> None:
+        """A peer limits what this observer reads: say so once, and keep it in the store."""
+        log.info("a peer's read ACL limits the names this observer %s is sent", self.node_id)
+        if self._store is not None:  # before anything limited is stored
+            self._store.mark_limited()
 
     def _resume_pruning(self, stored: Stored | None) -> None:
         """Resume the stored pruning state; forget the pruned replicas the state still holds.
@@ -836,6 +844,7 @@ class Node(Container):
         engine = self._new_engine(ORMap(self._incarnation()))
         engine.pruning = old.pruning
         engine.metrics = old.metrics
+        engine.limited = old.limited
         self._engine = engine
         self._log_batch()  # the batch's later writes (those to the pruned one: never now)
         if self._store is not None:  # its pruning state, carried over, stays saved as it was
@@ -1365,10 +1374,12 @@ def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
 
 
 def _open_store(
-    data_dir: str | None, durability: Durability, node_id: str | None, cluster: str
+    data_dir: str | None, durability: Durability, node_id: str | None, cluster: str,
+    read_only: bool,
 ) -> tuple[Store | None, Stored | None]:
     """The store in ``data_dir`` (None without one) and what it holds, checked against
-    the node id and cluster asked for (ValueError if they differ; the store is closed)."""
+    the node id and cluster asked for, and against a writer opening a limited observer's
+    state (ValueError; the store is closed)."""
     if data_dir is None:
         return None, None
     store = Store(data_dir, durability=durability)
@@ -1380,6 +1391,13 @@ def _open_store(
         if stored is not None and cluster != stored.cluster:
             raise ValueError(
                 f"{store.path} holds a node of cluster {stored.cluster!r}, not {cluster!r}"
+            )
+        if stored is not None and stored.limited and not read_only:
+            raise ValueError(
+                f"{store.path} holds an observer that a read ACL limited: its state takes "
+                "writes it was never sent as seen, and a writer would pass that on. Open it "
+                "with read_only=True, or start the writer with another data_dir (an observer "
+                "holds no write of its own, so nothing is lost)"
             )
     except BaseException:
         store.close()

@@ -83,6 +83,8 @@ class Stored:
     session: bytes | None = None
     """The sync session (``agentsync.sync.session``) saved at the last stop, if that stop
     was clean: only then does it match the state. Taken out of the file as it is read."""
+    limited: bool = False
+    """A peer limited what this node, an observer, reads: its state must never be a writer's."""
 
 
 class Store:
@@ -228,6 +230,7 @@ class Store:
             clean=meta.get("clean") == "1",
             pruning=pruning,
             session=session[0] if session and meta.get("clean") == "1" else None,
+            limited=meta.get("limited") == "1",
         )
 
     def _pruning(self) -> Pruning | None:
@@ -262,6 +265,11 @@ class Store:
                 [("node_id", node_id), ("cluster", cluster), ("replica_id", replica_id),
                  ("clean", "0")],
             )  # fmt: skip
+
+    def mark_limited(self) -> None:
+        """Record for good that a peer limits what this observer reads (``Stored.limited``)."""
+        with self._lock, self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('limited', '1')")
 
     def append(self, delta: ORMap) -> None:
         """Log a delta applied to the state; durable when this returns."""

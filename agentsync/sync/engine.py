@@ -287,6 +287,10 @@ class SyncEngine:
         self.pruning = Pruning(pruning)
         """The prune table, the replicas forgotten here and the Bloom filter of old ones."""
         self.pruned_out = False
+        self.limited = False
+        """A peer limits what this observer reads: its state takes unsent writes as seen."""
+        self.on_limited: Callable[[], None] | None = None
+        """Called once, before anything of the first limited message is merged."""
         """A peer said this replica was pruned: take a new incarnation, merge nothing more."""
         self._vector: dict[str, int] = {}
         """The state's version vector as of ``_vector_version`` (what peers are told)."""
@@ -573,6 +577,12 @@ class SyncEngine:
                 f"{sender} may read only some names here, so it must be a read-only observer "
                 "(Node(read_only=True)); its message is refused"
             )
+        if message.limited and not self.limited:
+            if not self.read_only:
+                raise ProtocolError(f"{sender} limits what this node reads, but it is no observer")
+            self.limited = True
+            if self.on_limited is not None:
+                self.on_limited()
         peer = self._peers.get(sender)
         if peer is None or peer.epoch not in (None, message.epoch):
             peer = PeerState()  # new, or restarted: it may hold less (kept only if accepted)
@@ -879,7 +889,8 @@ class SyncEngine:
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
             replica=None if peer.knows_replica else self.state.replica_id,
-            refusals=self._refusals, pruned_you=peer.pruned_you, observer=self.read_only, **news,
+            refusals=self._refusals, pruned_you=peer.pruned_you, observer=self.read_only,
+            limited=self._reads(peer_id) is not None, **news,
         )  # fmt: skip
         peer.rewind = False
         if peer.pruned_you:

@@ -10,7 +10,8 @@ exchange. It is a msgpack array of 13 to 17 items, documented in
 ``refusals`` and ``members`` came with revision 1.1 of protocol version 1,
 ``vector`` and ``prune`` (and the flag "pruned you") with revision 1.2 (all
 optional trailing items), the flag "observer" with revision 1.3 (set only by
-read-only nodes, which came with it); a message of revision 1.0 has 13 items, and
+read-only nodes, which came with it), the flag "limited" with revision 1.4 (set
+only towards a read-limited observer); a message of revision 1.0 has 13 items, and
 decodes with ``refusals`` None and no members.
 ``decode_message`` checks every field and raises DecodeError, and nothing
 else, on malformed input; deltas and contexts are decoded (and validated) by
@@ -61,7 +62,8 @@ _REWIND = 2
 _KNOWS_REPLICA = 4
 _PRUNED_YOU = 8
 _OBSERVER = 16
-_FLAGS = _RESPONSE | _REWIND | _KNOWS_REPLICA | _PRUNED_YOU | _OBSERVER
+_LIMITED = 32
+_FLAGS = _RESPONSE | _REWIND | _KNOWS_REPLICA | _PRUNED_YOU | _OBSERVER | _LIMITED
 MAX_VECTOR = 4096
 """The most entries a reported version vector may have (revision 1.2)."""
 _FIELDS = 13
@@ -140,6 +142,12 @@ class SyncMessage:
     """The receiver's replica was pruned here: it must start a new incarnation (1.2)."""
     observer: bool = False
     """The sender is read-only: it never sends a delta, so it must never own a pruning (1.3)."""
+    limited: bool = False
+    """The sender sends the receiver, an observer, only some names, under its whole context (1.4).
+
+    The receiver's state then takes writes it was never sent as seen: it
+    must never pass state on, so it must never become a writer.
+    """
     encoded_deltas: tuple[bytes, ...] | None = field(default=None, compare=False, repr=False)
     """The wire form of ``deltas`` when the sender already has it (its buffer does)."""
 
@@ -169,7 +177,8 @@ def encode_message(message: SyncMessage) -> bytes:
             | (_REWIND if message.rewind else 0)
             | (_KNOWS_REPLICA if message.knows_replica else 0)
             | (_PRUNED_YOU if message.pruned_you else 0)
-            | (_OBSERVER if message.observer else 0),
+            | (_OBSERVER if message.observer else 0)
+            | (_LIMITED if message.limited else 0),
             message.sender,
             message.cluster,
             message.epoch,
@@ -239,6 +248,7 @@ def decode_message(data: bytes) -> SyncMessage:
         knows_replica=bool(flags & _KNOWS_REPLICA),
         pruned_you=bool(flags & _PRUNED_YOU),
         observer=bool(flags & _OBSERVER),
+        limited=bool(flags & _LIMITED),
         base=read_count(base, 0, "base"),
         replica=None if rid is None else read_name(rid, "replica"),
         refusals=refusals,

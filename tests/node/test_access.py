@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -172,5 +173,39 @@ def test_http_reads_show_only_what_any_peer_may_read() -> None:
             assert set(node.value) == {"pub-notes", "secret"}, "the local API reads every name"
         finally:
             await node.stop()
+
+    run(main())
+
+
+def test_a_limited_observers_data_never_becomes_a_writers(tmp_path: Path) -> None:
+    """Its state takes the names it was not sent as seen: a writer would pass that on.
+
+    An observer that no peer limits keeps nothing of the kind, and may come
+    back as a writer.
+    """
+
+    async def main() -> None:
+        hub = Node("hub", acl={"watcher": {"read": ["pub*"]}, "*": {"write": ["*"]}})
+        await hub.start()
+        watcher = Node("watcher", read_only=True, peers=[hub.url], data_dir=str(tmp_path / "w"))
+        free = Node("free", read_only=True, peers=[hub.url], data_dir=str(tmp_path / "f"))
+        try:
+            hub.set("pub-notes").add("hello")
+            hub.register("secret").set("the plan")
+            await watcher.start()
+            await free.start()
+            await watcher.sync_now()
+            await free.sync_now()
+            assert watcher.value == {"pub-notes": {"hello"}}
+            assert free.value == hub.value
+        finally:
+            await stop_all([free, watcher, hub])
+        with pytest.raises(ValueError, match="read ACL limited"):
+            Node("watcher", data_dir=str(tmp_path / "w"))
+        again = Node("watcher", read_only=True, data_dir=str(tmp_path / "w"))
+        assert again.value == {"pub-notes": {"hello"}} and again._engine.limited
+        writer = Node("free", data_dir=str(tmp_path / "f"))
+        assert writer.value == hub.value
+        await stop_all([again, writer])
 
     run(main())

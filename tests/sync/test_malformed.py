@@ -97,7 +97,7 @@ BAD_FIELDS: list[tuple[str, int, Any]] = [
     ("version 0", V, 0),
     ("version str", V, "1"),
     ("version nil", V, None),
-    ("flags 32", FLAGS, 32),  # bit 4 is the observer flag (revision 1.3)
+    ("flags 64", FLAGS, 64),  # bit 4 is the observer flag (1.3), bit 5 limited (1.4)
     ("flags negative", FLAGS, -1),
     ("flags bool", FLAGS, True),
     ("sender empty", SENDER, ""),
