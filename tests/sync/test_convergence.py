@@ -77,6 +77,30 @@ def test_messages_delivered_long_after_the_fact_change_nothing_for_the_worse(see
     net.check_writes()
 
 
+@pytest.mark.parametrize("seed", [12, 13, 14])
+def test_requests_replayed_to_other_nodes_change_nothing_for_the_worse(seed: int) -> None:
+    """A third of the requests also reach a node they were not meant for, as a capture replayed
+    there would (a sealed request is not bound to its recipient: ``docs/security.md``)."""
+    net = SimNet(seed, 5, faults=Faults(loss=0.1, reorder=True, max_delay=3))
+    post = net._post
+    replayed = 0
+
+    def post_and_replay(kind: Any, src: str, dst: str, data: bytes) -> None:
+        nonlocal replayed
+        post(kind, src, dst, data)
+        if kind == "req" and net.rng.random() < 0.33:
+            stranger = net.rng.choice([n for n in net.ids if n not in (src, dst)])
+            post(kind, src, stranger, data)  # its reply even reaches src (a replayer keeps it)
+            replayed += 1
+
+    net._post = post_and_replay  # type: ignore[method-assign]
+    net.run(40)
+    net._post = post  # type: ignore[method-assign]
+    assert replayed > 30, net.where()
+    net.settle(max_rounds=60)
+    net.check_writes()
+
+
 # -- schedules drawn by hypothesis --------------------------------------------------------
 
 NODES = 3
