@@ -32,7 +32,6 @@ from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
-from agentsync.crdt.codec import encode
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
@@ -533,7 +532,7 @@ class Node(Container):
         with self._lock:
             delta = _update(self._engine.state, path, fn)
             if self._store is not None and not self._batch_depth:  # a batch's: as it ends
-                self._store.log((encode(delta),))
+                self._store.append(delta)
             self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
