@@ -142,6 +142,30 @@ def read_secret(path: str) -> bytes | str:
         raise CliError(f"the secret file {path} holds no usable secret: {exc}") from None
 
 
+MAX_ACL_FILE_BYTES = 1 << 20
+
+
+def read_acl(path: str) -> dict[str, Any]:
+    """The ACL in the JSON file at ``path`` (``Node(acl=...)``'s mapping); CliError if bad.
+
+    The mapping itself is checked by ``Node``, which names the entry at fault.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ACL_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the ACL file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_ACL_FILE_BYTES:
+        raise CliError(f"the ACL file {path} is larger than {MAX_ACL_FILE_BYTES} bytes")
+    try:
+        acl = json.loads(data)
+    except ValueError as exc:
+        raise CliError(f"the ACL file {path} is not JSON: {_one_line(exc)}") from None
+    if not isinstance(acl, dict):
+        raise CliError(f'the ACL file {path} must hold an object such as {{"*": {{"write": []}}}}')
+    return acl
+
+
 def _secret_file(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--secret-file",
@@ -282,6 +306,17 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
         help="peers per round (default: 3)",
     )
     _secret_file(parser, "every exchange is then sealed and authenticated")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="an observer: pull the peers' state, never send a delta; writes are refused",
+    )
+    parser.add_argument(
+        "--acl",
+        metavar="F",
+        help='a JSON file of the names each peer may write here and is sent, such as '
+        '{"dashboard": {"read": ["pub*"]}, "*": {"write": ["*"]}} (docs/security.md)',
+    )
     _tls_options(parser, serving=True)
     parser.add_argument(
         "--log-level",
@@ -633,6 +668,7 @@ async def _run_node(
     secrets = _secrets(args)
     secret, installed = (secrets[0], secrets[1:]) if secrets else (None, [])
     tls = _tls(args)
+    acl = read_acl(args.acl) if args.acl is not None else None
     with stop_on_signals() as stopping:
         try:
             node = Node(
@@ -651,6 +687,8 @@ async def _run_node(
                 pruning=PruningConfig(prune_after=args.prune_after),
                 secret=secret,
                 tls=tls,
+                read_only=args.read_only,
+                acl=acl,
             )
             if node.keyring is not None:  # a rotation under way: these open what peers seal
                 for other in installed:

@@ -450,3 +450,48 @@ def test_bind_node_ids_is_checked_before_serving(
     code, _, err = run_cli(capsys, "serve", "--id", "a", *mutual, "--tls-require-client-cert")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "names node id 'b', not 'a'" in err
+
+
+def test_serve_with_an_acl_file_and_a_read_only_observer(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    """``--acl F`` limits the observer ``watch`` (``--read-only``) to the pub* names."""
+    acl = tmp_path / "acl.json"
+    acl.write_text(json.dumps({"watch": {"read": ["pub*"]}, "*": {"write": ["*"]}}))
+    hub = serve("--id", "hub", "--cluster", "lab", "--gossip-interval", INTERVAL,
+                "--acl", str(acl))  # fmt: skip
+    watch = serve("--id", "watch", "--cluster", "lab", "--gossip-interval", INTERVAL,
+                  "--read-only", "--peer", hub.url)  # fmt: skip
+    node = Node.start_background("writer", cluster="lab", peers=[hub.url], gossip_interval=0.1)
+    try:
+        node.set("pub-notes").add("hello")
+        node.register("secret").set("the plan")
+        eventually(lambda: "secret" in values(hub.url), "the hub takes every name")
+        eventually(lambda: values(watch.url) == {"pub-notes": ["hello"]}, "watch sees pub*")
+        assert values(hub.url) == {"pub-notes": ["hello"], "secret": "the plan"}
+    finally:
+        node.stop()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "cannot read the ACL file"),
+        ("{not json", "is not JSON"),
+        ("[]", "must hold an object"),
+        ('{"watch": {"read": ["pub*"], "write": ["x"]}}', "read-only observer"),
+        ('{"watch": {"delete": ["x"]}}', "unknown rights"),
+    ],
+    ids=["missing", "not-json", "not-an-object", "limited-writer", "unknown-right"],
+)
+def test_a_bad_acl_file_is_one_line_exit_2(
+    content: str | None, fragment: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "acl.json"
+    if content is not None:
+        path.write_text(content)
+    done = cli("serve", "--acl", str(path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("agentsync serve: error: ") and fragment in lines[0], lines[0]
