@@ -13,7 +13,7 @@ from agentsync import Node
 from agentsync.crdt import ORMap, ORSet
 from agentsync.crdt.codec import encode
 from agentsync.store import Store, StoreError, StoreLockedError
-from agentsync.store.sqlite import APPLICATION_ID, DB_FILE, SCHEMA_VERSION
+from agentsync.store.sqlite import APPLICATION_ID, DB_FILE, PAGE_SIZE, SCHEMA_VERSION
 from agentsync.sync.pruning import Pruning
 
 
@@ -204,6 +204,24 @@ def test_the_application_id_marks_the_file_as_ours(tmp_path: Path) -> None:
     Store(tmp_path).close()
     assert sql(tmp_path, "PRAGMA application_id") == APPLICATION_ID
     assert sql(tmp_path, "PRAGMA journal_mode") == "wal"
+
+
+def test_a_new_store_has_small_pages_and_an_older_one_keeps_its_own(tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    state = filled(new)
+    assert sql(new, "PRAGMA page_size") == PAGE_SIZE == 1024
+    old = tmp_path / "old"
+    old.mkdir()
+    db = sqlite3.connect(old / DB_FILE)  # a file as agentsync made it before: 4 KiB pages
+    db.execute("PRAGMA page_size=4096")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    assert filled(old) == state  # opened, written, closed and read back as before
+    assert sql(old, "PRAGMA page_size") == 4096
+    store = Store(old)
+    stored = store.load()
+    store.close()
+    assert stored is not None and stored.state == state
 
 
 @pytest.mark.parametrize("version", [1, 2])
