@@ -52,8 +52,9 @@ How:
   top functions. Then a few ways to commit one blob on a raw connection, in
   both modes (autocommit or an explicit ``BEGIN IMMEDIATE ... COMMIT``,
   ``execute`` or ``executemany``, with and without
-  ``locking_mode=EXCLUSIVE``), 3 passes each, show what a cheaper commit
-  would buy.
+  ``locking_mode=EXCLUSIVE``, and with the store's own settings: exclusive,
+  its page size and its checkpoint interval), 3 passes each, show what a
+  cheaper commit would buy.
 
 The script exits 0 unless a measurement crashed; the bar check is
 informational.
@@ -257,8 +258,11 @@ def _log_rows(db: sqlite3.Connection) -> tuple[int, float]:
     return len(lengths), float(statistics.median(lengths)) if lengths else 0.0
 
 
-def _raw_connect(path: str, mode: str) -> sqlite3.Connection:
+def _raw_connect(path: str, mode: str, pragmas: tuple[str, ...] = ()) -> sqlite3.Connection:
+    """A new file in WAL mode with the log table; ``pragmas`` run first (a page size must)."""
     db = sqlite3.connect(path, isolation_level=None)
+    for pragma in pragmas:
+        db.execute(f"PRAGMA {pragma}")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={mode.upper()}")
     db.execute("CREATE TABLE log (seq INTEGER PRIMARY KEY, delta BLOB NOT NULL)")
@@ -306,9 +310,10 @@ def run_raw(case: Case, clock: Clock, workdir: str, blob_bytes: int) -> dict[str
 
 
 class _TimedConnection:
-    """Stands in for a store's sqlite3 connection: times each statement by its first word."""
+    """Stands in for a store's sqlite3 connection or cursor: times each statement by its
+    first word."""
 
-    def __init__(self, db: sqlite3.Connection, times: dict[str, int]) -> None:
+    def __init__(self, db: sqlite3.Connection | sqlite3.Cursor, times: dict[str, int]) -> None:
         self._db = db
         self._times = times
 
@@ -354,6 +359,7 @@ def run_profile(op: str, workdir: str, writes: int) -> dict[str, Any]:
     measured; a step whose name is gone is left untimed (it lands in "rest").
     """
     import agentsync.node as node_module
+    import agentsync.store.sqlite as store_module
     from agentsync import Node
 
     times: dict[str, int] = {}
@@ -366,12 +372,16 @@ def run_profile(op: str, workdir: str, writes: int) -> dict[str, Any]:
 
     def timers_in(node: Any) -> None:
         wrap(node_module, "_update", "CRDT update (_update)")
-        wrap(node_module, "encode", "encode the delta")
+        wrap(node_module, "encode", "encode the delta")  # where it ran before fc5f8d8
+        wrap(store_module, "encode", "encode the delta")  # in Store.append since
         store = getattr(node, "_store", None)
         wrap(store, "log", "Store.log (the SQLite transaction)")
-        if store is not None and isinstance(getattr(store, "_db", None), sqlite3.Connection):
-            undo.append((store, "_db", store._db))
-            store._db = _TimedConnection(store._db, times)
+        wrap(store, "_insert", "Store._insert (the SQLite transaction)")
+        for attr in ("_db", "_cursor"):  # the store's connection, and the cursor it keeps
+            held = getattr(store, attr, None)
+            if isinstance(held, (sqlite3.Connection, sqlite3.Cursor)):
+                undo.append((store, attr, held))
+                setattr(store, attr, _TimedConnection(held, times))
         wrap(getattr(node, "_engine", None), "record_local", "engine.record_local")
 
     def timers_out() -> None:
@@ -430,6 +440,7 @@ COMMIT_VARIANTS = (
     "BEGIN IMMEDIATE; execute INSERT; COMMIT",
     "autocommit INSERT, locking_mode=EXCLUSIVE",
     "BEGIN IMMEDIATE; executemany INSERT; COMMIT, EXCLUSIVE",
+    "autocommit INSERT, EXCLUSIVE, the store's page size",
 )
 
 
@@ -453,15 +464,22 @@ def run_commit_variants(
         db.execute(insert, (blob,))
         db.execute("COMMIT")
 
-    variants: dict[str, tuple[Callable[[sqlite3.Connection], None], bool]] = dict(
+    from agentsync.store.sqlite import PAGE_SIZE, WAL_AUTOCHECKPOINT_PAGES
+
+    store_pragmas = (
+        "locking_mode=EXCLUSIVE", f"page_size={PAGE_SIZE}",
+        f"wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+    )  # fmt: skip
+    variants: dict[str, tuple[Callable[[sqlite3.Connection], None], tuple[str, ...]]] = dict(
         zip(
             COMMIT_VARIANTS,
             [
-                (autocommit, False),
-                (begin_executemany_commit, False),
-                (begin_execute_commit, False),
-                (autocommit, True),
-                (begin_executemany_commit, True),
+                (autocommit, ()),
+                (begin_executemany_commit, ()),
+                (begin_execute_commit, ()),
+                (autocommit, ("locking_mode=EXCLUSIVE",)),
+                (begin_executemany_commit, ("locking_mode=EXCLUSIVE",)),
+                (autocommit, store_pragmas),
             ],
             strict=True,
         )
@@ -470,10 +488,8 @@ def run_commit_variants(
     k = rotate % len(labels)
     results: dict[str, float] = {}
     for i, label in enumerate(labels[k:] + labels[:k]):
-        commit, exclusive = variants[label]
-        db = _raw_connect(os.path.join(workdir, f"variant{i}.db"), mode)
-        if exclusive:
-            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+        commit, pragmas = variants[label]
+        db = _raw_connect(os.path.join(workdir, f"variant{i}.db"), mode, pragmas)
         try:
             for _ in range(WARMUP_WRITES):
                 commit(db)
@@ -687,6 +703,7 @@ def render_profile(op: str, prof: dict[str, Any], rate_us: float | None) -> str:
         "CRDT update (_update)",
         "encode the delta",
         "Store.log (the SQLite transaction)",
+        "Store._insert (the SQLite transaction)",
         "sql begin immediate",
         "sql insert into",
         "sql commit",
