@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 import zlib
-from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Iterator
 from itertools import groupby, repeat
 from operator import itemgetter, sub
@@ -259,28 +258,38 @@ class Writer:
             ((rid, n),) = ctx._cloud
             return [vector, [self.replica_index(rid), n, 1]]
         ranges: list[int] = []
-        cloud = sorted(ctx._cloud)  # a delta group's cloud lists every dot of its writes
-        if len(cloud) <= SMALL_CLOUD:  # a write's delta: dot by dot costs less
+        if len(ctx._cloud) <= SMALL_CLOUD:  # a write's delta: dot by dot costs less
             last = None  # the replica of the last range
-            for rid, n in cloud:
+            for rid, n in sorted(ctx._cloud):
                 if rid == last and ranges[-2] + ranges[-1] == n:
                     ranges[-1] += 1
                 else:
                     ranges += (self.replica_index(rid), n, 1)
                     last = rid
             return [vector, ranges]
-        at = 0
-        while at < len(cloud):
-            rid = cloud[at][0]
-            end = bisect_right(cloud, (rid, INT64_MAX), at)
+        for rid, counters in _by_replica(ctx._cloud):  # a delta group's: every dot of its writes
             index = self.replica_index(rid)
-            for start, length in _runs([n for _, n in cloud[at:end]]):
+            for start, length in _runs(counters):
                 if ranges and ranges[-3] == index and ranges[-2] + ranges[-1] == start:
                     ranges[-1] += length
                 else:
                     ranges += (index, start, length)
-            at = end
         return [vector, ranges]
+
+
+def _by_replica(cloud: set[tuple[str, int]]) -> list[tuple[str, list[int]]]:
+    """Each replica of a cloud in order, with its counters sorted.
+
+    Sorting ints per replica, not the (replica, counter) tuples, is what
+    makes it cheap: a tuple compares its strings first (a third of the time).
+    """
+    replicas = {rid for rid, _ in cloud}
+    if len(replicas) == 1:  # one replica's writes, the common case
+        return [(replicas.pop(), sorted([n for _, n in cloud]))]
+    counters: dict[str, list[int]] = {rid: [] for rid in replicas}
+    for rid, n in cloud:
+        counters[rid].append(n)
+    return [(rid, sorted(counters[rid])) for rid in sorted(counters)]
 
 
 def _runs(counters: list[int]) -> Iterator[tuple[int, int]]:
