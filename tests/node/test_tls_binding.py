@@ -54,8 +54,11 @@ def impostor(pki: Pki, certs: dict[str, tuple[str, str]], claims: str, **options
 
 @pytest.mark.parametrize("secret", [None, SECRET], ids=["tls", "tls+secret"])
 def test_an_honest_cluster_converges_with_node_ids_bound(
-    pki: Pki, certs: dict[str, tuple[str, str]], secret: bytes | None
-) -> None:
+    pki: Pki, certs: dict[str, tuple[str, str]], secret: bytes | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="agentsync")
+
     async def main() -> None:
         a = Node("a", gossip_interval=FAST, secret=secret, tls=tls(pki, certs["a"]))
         await a.start()
@@ -71,11 +74,14 @@ def test_an_honest_cluster_converges_with_node_ids_bound(
             await converge(nodes)
             assert a.value == {"hits": 3, "seen": frozenset({"b"})}
             await eventually(lambda: len(c.peers) == 2, "c to learn b from a")
-            assert [node.metrics.errors for node in nodes] == [0, 0, 0]
         finally:
             await stop_all(nodes)
 
     run(main())
+    # Not metrics.errors == 0: on a loaded machine a handshake may outlast the
+    # client's connect timeout, and the server counts it. A refused sender or
+    # a refused reply is logged as a warning.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.parametrize("secret", [None, SECRET], ids=["tls", "tls+secret"])
