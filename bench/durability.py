@@ -52,9 +52,8 @@ How:
   top functions. Then a few ways to commit one blob on a raw connection, in
   both modes (autocommit or an explicit ``BEGIN IMMEDIATE ... COMMIT``,
   ``execute`` or ``executemany``, with and without
-  ``locking_mode=EXCLUSIVE``, and with the store's own settings: exclusive,
-  its page size and its checkpoint interval), 3 passes each, show what a
-  cheaper commit would buy.
+  ``locking_mode=EXCLUSIVE``, and with the store's own settings: exclusive
+  and its page size), 3 passes each, show what a cheaper commit would buy.
 
 The script exits 0 unless a measurement crashed; the bar check is
 informational.
@@ -464,12 +463,9 @@ def run_commit_variants(
         db.execute(insert, (blob,))
         db.execute("COMMIT")
 
-    from agentsync.store.sqlite import PAGE_SIZE, WAL_AUTOCHECKPOINT_PAGES
+    from agentsync.store.sqlite import PAGE_SIZE
 
-    store_pragmas = (
-        "locking_mode=EXCLUSIVE", f"page_size={PAGE_SIZE}",
-        f"wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
-    )  # fmt: skip
+    store_pragmas = ("locking_mode=EXCLUSIVE", f"page_size={PAGE_SIZE}")
     variants: dict[str, tuple[Callable[[sqlite3.Connection], None], tuple[str, ...]]] = dict(
         zip(
             COMMIT_VARIANTS,

@@ -48,11 +48,10 @@ PAGE_SIZE = 1024
 changed whole to the WAL, and the log's commits change one page (a row of a few dozen
 bytes): a page of 1 KiB, not SQLite's 4 KiB, makes each commit write and checksum a
 quarter of the bytes, which takes about a third off a NORMAL commit (docs/performance.md,
-"Durable writes")."""
-WAL_AUTOCHECKPOINT_PAGES = 4096
-"""Checkpoint the WAL once it holds this many pages: 4 MiB of 1 KiB pages, the bytes of
-SQLite's default of 1,000 pages of 4 KiB, and a checkpoint (and its fsyncs) every ~4,000
-one-write commits, not every 1,000."""
+"Durable writes"). SQLite's checkpoint every 1,000 pages stays: the WAL then wraps at
+1 MiB, and while it grows (after each open) a FULL commit's fsync also writes the file's
+new size: checkpointing every 4,096 pages made the first 3,000 FULL commits of a new
+file slower (210 against 150 µs each here)."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,7 +143,6 @@ class Store:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL fixes it; a new file's
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             db.execute(f"PRAGMA synchronous={self.durability.upper()}")
         except sqlite3.DatabaseError as exc:
             raise self._bad(f"is not a SQLite database ({exc})") from None
