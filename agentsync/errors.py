@@ -36,7 +36,14 @@ class AuthenticationError(AgentsyncError):
 
 
 class PeerUnavailableError(AgentsyncError):
-    """A peer could not be reached, timed out, or answered with an error."""
+    """A peer could not be reached, timed out, or answered with an error.
+
+    ``status`` is the HTTP status of an error answer (None for anything else).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ForgedDotsError(ProtocolError):

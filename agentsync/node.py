@@ -85,6 +85,10 @@ COMPACT_MIN_BYTES = 1 << 20
 """The store's log is folded into a new snapshot once it is this big and outgrew it."""
 MAX_ECHOES = 16
 """Requests this node sent to itself, remembered until the requester sees the refusal."""
+REFUSALS = frozenset({401, 403, 409})
+"""Answers that a setting must fix (key, ACL, cluster): logged at WARNING, once a peer."""
+MAX_REFUSED_LOGGED = 1024
+"""The most peers whose refusal is remembered as logged (then all are forgotten)."""
 RETELL_S = 30.0
 """How often every peer is told of every member again (news lost in transit)."""
 TOLD_PEERS = 4096
@@ -220,6 +224,8 @@ class Node(Container):
         self._lock = threading.RLock()
         self._told: dict[str, int] = {}  # peer -> its cursor in the membership's news
         self._echoes: builtins.set[int] = builtins.set()  # hashes of requests sent to itself
+        self._refused_by: dict[str, int] = {}
+        """Peer URL -> the refusal status (401, 403, 409) last logged; forgotten on success."""
         self._retell_at = 0.0
         self._inflight: dict[str, asyncio.Event] = {}  # url -> set when its exchange ends
         self._probes: builtins.set[asyncio.Task[bool]] = builtins.set()
@@ -1032,7 +1038,7 @@ class Node(Container):
                     self._membership.remove(url)
                 log.info("%s is this node itself (a seed or a hint): dropped", url)
                 return None
-            log.debug("exchange with %s failed: %s", url, exc)
+            self._log_failure(url, exc)
             self._failed(url)
             return None
         with self._lock:
@@ -1121,6 +1127,7 @@ class Node(Container):
 
     def _succeeded(self, url: str, node_id: str) -> None:
         """Under the lock: ``url`` answered as ``node_id``; one member per node stays."""
+        self._refused_by.pop(url, None)
         self._noted(self._membership.on_success(url, node_id, time.monotonic()))
         for transition in self._membership.settle(url):
             self._noted(transition)
@@ -1128,6 +1135,18 @@ class Node(Container):
     def _failed(self, url: str) -> None:
         with self._lock:
             self._noted(self._membership.on_failure(url, time.monotonic()))
+
+    def _log_failure(self, url: str, exc: PeerUnavailableError) -> None:
+        """A refusal (401, 403, 409: a setting to fix) once at WARNING until the peer answers
+        again; anything else (a peer down, a timeout: routine) at DEBUG."""
+        if exc.status not in REFUSALS:
+            log.debug("exchange with %s failed: %s", url, exc)
+            return
+        if self._refused_by.get(url) != exc.status:
+            if len(self._refused_by) >= MAX_REFUSED_LOGGED:
+                self._refused_by.clear()
+            self._refused_by[url] = exc.status
+            log.warning("%s refuses this node: %s", url, exc)
 
     def _news_for(
         self, peer: str, url: str | None, *, introduce: bool = False

@@ -579,7 +579,10 @@ class SyncEngine:
             )
         if message.limited and not self.limited:
             if not self.read_only:
-                raise ProtocolError(f"{sender} limits what this node reads, but it is no observer")
+                raise AccessDeniedError(
+                    f"{sender} limits what this node reads, but it is no observer: its "
+                    "message is refused"
+                )
             self.limited = True
             if self.on_limited is not None:
                 self.on_limited()

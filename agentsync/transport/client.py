@@ -215,7 +215,9 @@ class SyncClient:
     ) -> bytes:
         if response.status != 200:
             text = (await response.content.read(_REASON_BYTES)).decode("utf-8", "replace")
-            raise PeerUnavailableError(f"{where}: HTTP {response.status}: {one_line(text)}")
+            raise PeerUnavailableError(
+                f"{where}: HTTP {response.status}: {one_line(text)}", response.status
+            )
         if not identity_encoded(response.headers):
             raise PeerUnavailableError(f"{where}: reply is compressed, which is not accepted")
         if content_type is not None and response.content_type != content_type:

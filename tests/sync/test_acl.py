@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentsync.crdt import LWWRegister, ORSet, PNCounter
-from agentsync.errors import AccessDeniedError, ProtocolError
+from agentsync.errors import AccessDeniedError
 from agentsync.sync import SyncEngine, decode_message, encode_message
 from agentsync.sync.acl import Acl
 from tests.sync.simnet import Faults, SimNet, adding
@@ -284,7 +284,7 @@ def test_a_peer_limited_in_reading_must_be_an_observer() -> None:
     message = hub.request("n01")  # a request to it: no state before it says it is an observer
     assert not message.deltas and message.context is None and message.piece is None
     assert message.limited, "and it says it limits n01"
-    with pytest.raises(ProtocolError, match="no observer"):  # which a writer refuses
+    with pytest.raises(AccessDeniedError, match="no observer"):  # which a writer refuses
         limited.on_request(decode_message(encode_message(message)))
     assert "pub-x" not in hub.state.value
 
