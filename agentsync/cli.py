@@ -27,6 +27,7 @@ from agentsync.sync import PruningConfig
 
 if TYPE_CHECKING:
     from agentsync.node import Node
+    from agentsync.transport.client import SyncClient
     from agentsync.transport.tls import TLSConfig
 
 EXIT_ERROR = 2
@@ -396,13 +397,17 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="S",
                 help="show each peer's catch-up (dots seen, snapshot pieces) every S seconds "
                 f"(default: {WATCH_INTERVAL_S:g}) until Ctrl-C or SIGTERM: progress bars on a "
-                "terminal with agentsync[cli] installed, else one line per refresh",
+                "terminal with agentsync[cli] installed, else one line per refresh. A refresh "
+                "that fails (node down, timeout, HTTP error) is shown and the watch goes on; "
+                "a 401 or 403 (wrong secret or certificate) ends it. Exit code: 0 if the last "
+                "refresh succeeded, 2 if it failed",
             )
             sub.add_argument(
                 "--count",
                 type=_at_least_one("count"),
                 metavar="N",
-                help="with --watch: stop after N refreshes (alone, it implies --watch)",
+                help="with --watch: stop after N refreshes, failed ones included "
+                "(alone, it implies --watch)",
             )
 
     demo = commands.add_parser(
@@ -439,8 +444,22 @@ async def fetch_json(
     ``tls`` the CAs, pins and client certificate to reach an https node.
     Raises ``CliError`` saying what failed (no answer, a timeout, an HTTP
     error, a body that is not JSON or is larger than ``MAX_JSON_BYTES``).
+    One client for this call: a watch keeps one of its own (``json_client``).
     """
     from agentsync.errors import PeerUnavailableError
+
+    client = json_client(url, timeout, tls)
+    await client.start()
+    try:
+        return [await client.get_json(url, path, token=token) for path in paths]
+    except PeerUnavailableError as exc:
+        raise CliError(f"cannot read {_one_line(exc)}") from None
+    finally:
+        await client.close()
+
+
+def json_client(url: str, timeout: float, tls: TLSConfig | None) -> SyncClient:
+    """A client (not started) for JSON from the node at ``url``; CliError for bad TLS options."""
     from agentsync.transport.client import SyncClient
 
     if tls is not None and not url.startswith("https://"):
@@ -449,14 +468,7 @@ async def fetch_json(
         ssl = tls.client_context() if tls is not None else None
     except ValueError as exc:
         raise CliError(_one_line(exc)) from None
-    client = SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES, ssl=ssl)
-    await client.start()
-    try:
-        return [await client.get_json(url, path, token=token) for path in paths]
-    except PeerUnavailableError as exc:
-        raise CliError(f"cannot read {_one_line(exc)}") from None
-    finally:
-        await client.close()
+    return SyncClient(timeout=timeout, max_body_bytes=MAX_JSON_BYTES, ssl=ssl)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -590,21 +602,36 @@ async def _status(
     )
 
 
+REFUSED = frozenset({401, 403})
+"""HTTP statuses that end a watch at once: the secret, token or certificate is wrong."""
+
+
 async def _watch(args: argparse.Namespace, out: TextIO) -> int:
+    from agentsync.errors import PeerUnavailableError
     from agentsync.transport.wire import STATUS_PATH
-    from agentsync.watch import watch
+    from agentsync.watch import RefreshError, watch
 
     token, tls = _token(args), _tls(args)
+    client = json_client(args.url, args.timeout, tls)  # one session for every refresh
 
     async def fetch() -> dict[str, Any]:
-        [status] = await fetch_json(args.url, [STATUS_PATH], args.timeout, token, tls)
+        try:
+            status = await client.get_json(args.url, STATUS_PATH, token=token)
+        except PeerUnavailableError as exc:
+            if exc.status in REFUSED:  # no retry helps: the watcher's options must change
+                raise CliError(f"cannot read {_one_line(exc)}") from None
+            raise RefreshError(f"cannot read {_one_line(exc)}") from None
         if not isinstance(status, dict):
-            raise CliError(f"{args.url} answered JSON that is not a node's status")
+            raise RefreshError(f"{args.url} answered JSON that is not a node's status")
         return status
 
-    with stop_on_signals() as stopping:
-        interval = args.watch or WATCH_INTERVAL_S
-        return await watch(fetch, out, stopping, interval, count=args.count, as_json=args.json)
+    await client.start()
+    try:
+        with stop_on_signals() as stopping:
+            interval = args.watch or WATCH_INTERVAL_S
+            return await watch(fetch, out, stopping, interval, count=args.count, as_json=args.json)
+    finally:
+        await client.close()
 
 
 async def _dump(url: str, timeout: float, token: str | None, tls: TLSConfig | None) -> str:

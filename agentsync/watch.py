@@ -1,6 +1,9 @@
 """``agentsync status --watch``: a node's catch-up with each peer, refreshed until stopped.
 
-Each refresh reads ``GET /v1/status`` once. On a terminal with rich installed
+Each refresh reads ``GET /v1/status`` once. A refresh that fails (the node
+down or restarting, a timeout, an HTTP error, a body that is not a status)
+is shown as such and the watch goes on: it is for following a node through
+trouble, and the view resumes when the node answers again. On a terminal with rich installed
 (the ``cli`` extra) every peer gets progress bars: the dots of this node it
 has seen, and the pieces of a snapshot under way. Anywhere else it prints one
 line per refresh (one JSON object with ``--json``), which scripts and logs
@@ -22,6 +25,16 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 Status = Mapping[str, Any]
+
+
+class RefreshError(Exception):
+    """A refresh that failed but may succeed later; its message says why (one line).
+
+    ``fetch`` raises it for a node that is down, slow or answers badly; any
+    other exception ends the watch (an error no retry can fix).
+    """
+
+
 Row = tuple[str, str, int, int | None, str]
 """A bar: (key, label, done, total or None when unknown, unit)."""
 
@@ -71,6 +84,7 @@ class _Lines:
 
     def __init__(self, out: TextIO, as_json: bool) -> None:
         self._out = out
+        self._json = as_json
         self._format = record if as_json else line
 
     def __enter__(self) -> _Lines:
@@ -81,6 +95,13 @@ class _Lines:
 
     def show(self, status: Status) -> None:
         print(self._format(status), file=self._out, flush=True)
+
+    def failed(self, reason: str) -> None:
+        if self._json:
+            text = json.dumps({"event": "error", "reason": reason}, sort_keys=True)
+        else:
+            text = f"error: {reason}"
+        print(text, file=self._out, flush=True)
 
 
 class _Bars:
@@ -126,6 +147,13 @@ class _Bars:
             self._progress.remove_task(self._tasks.pop(key))
         self._progress.refresh()
 
+    def failed(self, reason: str) -> None:
+        """A line above the bars, which keep the last values read until the node answers."""
+        from rich.text import Text
+
+        self._progress.console.print(Text(f"refresh failed: {reason}", style="red"))
+        self._progress.refresh()
+
 
 def _view(out: TextIO, as_json: bool) -> _Lines | _Bars:
     """Bars on a terminal with rich installed, plain lines otherwise."""
@@ -152,16 +180,29 @@ async def watch(
 ) -> int:
     """Show ``fetch()`` every ``interval`` seconds: ``count`` times, or until ``stopping`` is set.
 
+    A refresh that raises ``RefreshError`` is shown as a failure and counts
+    as one of ``count``; the next comes an interval later, as after any
+    other. Any other exception from ``fetch`` ends the watch at once.
     The CLI sets ``stopping`` on SIGINT or SIGTERM: a watch then ends cleanly
-    (exit code 0, the last view left on screen), under a supervisor or Ctrl-C.
+    (the last view left on screen), under a supervisor or Ctrl-C. Either way
+    the result is that of the last refresh: 0 if it succeeded, 2 if it
+    failed (the exit code of ``agentsync status`` for a node it cannot read).
     """
+    code = 0
     with _view(out, as_json) as view:
-        shown = 0
+        done = 0
         while not stopping.is_set():
-            view.show(await fetch())
-            shown += 1
-            if shown == count:
+            try:
+                status = await fetch()
+            except RefreshError as exc:
+                view.failed(str(exc))
+                code = 2
+            else:
+                view.show(status)
+                code = 0
+            done += 1
+            if done == count:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
-    return 0
+    return code
