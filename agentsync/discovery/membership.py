@@ -43,6 +43,7 @@ exchange timeout: 1.0 + 1.0 + 2.0 + 2 · 0.24 = 4.48 s ≤ 5 s on a LAN.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import random
 from collections import Counter
@@ -166,6 +167,8 @@ class _Entry:
     """Failed retries since it died: the backoff exponent."""
     introducer: str | None = None
     """Who named it, while it is a hint (never reached); None once reached, or if configured."""
+    order: int = 0
+    """When it was added, in ``add`` calls: its place in ``Membership._members``."""
 
     def snapshot(self) -> Member:
         return Member(
@@ -202,6 +205,10 @@ class Membership:
         """The cursor of ``_news[0]``: compaction drops what came before."""
         self._hints: Counter[str] = Counter()
         """Introducer -> how many of the members it named are hints still."""
+        self._by_id: dict[str, dict[str, _Entry]] = {}
+        """Node id -> the members (by URL) that an exchange gave that id: ``url_of``'s index."""
+        self._added = itertools.count()
+        """Numbers the members in the order they are added (``_Entry.order``)."""
 
     # -- what the Node tells it -------------------------------------------------
 
@@ -252,7 +259,9 @@ class Membership:
             if self._hints.total() >= config.max_hints:
                 return False
             self._hints[hint] += 1
-        self._members[url] = _Entry(url, node_id, source, MemberState.ALIVE, now, introducer=hint)
+        self._members[url] = _Entry(
+            url, node_id, source, MemberState.ALIVE, now, introducer=hint, order=next(self._added)
+        )
         return True
 
     def on_success(self, url: str, node_id: str, now: float) -> Transition | None:
@@ -269,7 +278,10 @@ class Membership:
             return None
         news = entry.last_contact is None or entry.node_id != node_id
         self._unhint(entry)  # reached: a member now, not a hint
-        entry.node_id = node_id  # a restart with another id is recorded too
+        if news:
+            self._unindex(entry)
+            entry.node_id = node_id  # a restart with another id is recorded too
+            self._by_id.setdefault(node_id, {})[url] = entry
         entry.last_contact = now
         entry.retry_at = None
         entry.failures = 0
@@ -426,11 +438,18 @@ class Membership:
         return entry.node_id if entry is not None and entry.last_contact is not None else None
 
     def url_of(self, node_id: str) -> str | None:
-        """The URL of the member whose exchanges returned ``node_id``, if any."""
-        for url, entry in self._members.items():
-            if entry.node_id == node_id and entry.last_contact is not None:
-                return url
-        return None
+        """The URL of the member whose exchanges returned ``node_id``, if any.
+
+        Of several (one node at two URLs that ``settle`` keeps, or has not
+        seen yet), the first in the order members became known. An index
+        kept by ``on_success`` and every removal: O(1) per sync request.
+        """
+        entries = self._by_id.get(node_id)
+        if entries is None:
+            return None
+        if len(entries) == 1:
+            return next(iter(entries))
+        return min(entries.values(), key=_added_order).url
 
     def __iter__(self) -> Iterator[str]:
         """The members' URLs, in the order they became known."""
@@ -458,7 +477,17 @@ class Membership:
         if entry is None:
             return False
         self._unhint(entry)
+        self._unindex(entry)
         return True
+
+    def _unindex(self, entry: _Entry) -> None:
+        """Take ``entry`` out of ``_by_id``, if an exchange gave it its id."""
+        if entry.last_contact is None or entry.node_id is None:
+            return
+        entries = self._by_id[entry.node_id]
+        del entries[entry.url]
+        if not entries:
+            del self._by_id[entry.node_id]
 
     def _unhint(self, entry: _Entry) -> None:
         introducer, entry.introducer = entry.introducer, None
@@ -505,6 +534,10 @@ class Membership:
             return entry.since if probed is None else probed + interval / 2
         assert entry.retry_at is not None
         return entry.retry_at if probed is None else max(entry.retry_at, probed + interval)
+
+
+def _added_order(entry: _Entry) -> int:
+    return entry.order
 
 
 def _check_time(value: object, name: str) -> float:

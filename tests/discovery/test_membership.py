@@ -653,3 +653,84 @@ def test_only_an_exchange_confirms_a_members_id() -> None:
     m.on_success(PEER, "real", 1.0)
     assert m.peer_id(PEER) == "real" and m.url_of("real") == PEER
     assert m.peer_id("http://10.9.9.9:1") is None and m.url_of("nobody") is None
+
+
+# -- url_of: an index kept in step with the members ------------------------------
+
+IDS = ["a", "b", "c"]
+
+
+def _first_reached(m: Membership, node_id: str) -> str | None:
+    """``url_of``'s definition: the first member, in the order they became known, reached as it."""
+    for url in m:
+        member = m.get(url)
+        assert member is not None
+        if member.node_id == node_id and member.last_contact is not None:
+            return url
+    return None
+
+
+class UrlOfMachine(RuleBasedStateMachine):
+    """Random calls on 6 URLs and 3 ids; after each, ``url_of`` agrees with a scan of members."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m = Membership(CONFIG, rng=random.Random(0))
+        self.now = 0.0
+
+    @rule(dt=st.sampled_from([0.0, 1.0, 2.0, 6.0]))
+    def wait(self, dt: float) -> None:
+        self.now += dt
+
+    @rule(url=st.sampled_from(POOL[:6]), source=SOURCE, node_id=st.none() | st.sampled_from(IDS))
+    def add(self, url: str, source: str, node_id: str | None) -> None:
+        self.m.add(url, now=self.now, node_id=node_id, source=source)  # type: ignore[arg-type]
+
+    @rule(url=st.sampled_from(POOL[:6]), node_id=st.sampled_from(IDS))
+    def success(self, url: str, node_id: str) -> None:
+        self.m.on_success(url, node_id, self.now)
+
+    @rule(url=st.sampled_from(POOL[:6]))
+    def failure(self, url: str) -> None:
+        self.m.on_failure(url, self.now)
+
+    @rule()
+    def tick(self) -> None:
+        self.m.tick(self.now)
+
+    @rule(url=st.sampled_from(POOL[:6]))
+    def settle(self, url: str) -> None:
+        self.m.settle(url)
+
+    @rule(url=st.sampled_from(POOL[:6]))
+    def remove(self, url: str) -> None:
+        self.m.remove(url)
+
+    @invariant()
+    def url_of_is_the_first_member_reached_as_the_id(self) -> None:
+        for node_id in [*IDS, "nobody"]:
+            assert self.m.url_of(node_id) == _first_reached(self.m, node_id), node_id
+
+
+TestUrlOfMachine = UrlOfMachine.TestCase
+TestUrlOfMachine.settings = settings(max_examples=100, stateful_step_count=40)
+
+
+def test_url_of_names_the_first_known_of_twins_that_settle_keeps() -> None:
+    m = _membership()
+    m.add(PEER, now=0.0, source="seed")
+    m.add(OTHER, now=0.0, source="manual")
+    m.on_success(OTHER, "twin", 1.0)
+    assert m.url_of("twin") == OTHER
+    m.on_success(PEER, "twin", 1.0)  # reached later, but known first
+    assert m.settle(PEER) == [] and m.settle(OTHER) == [], "configured twins both stay"
+    assert m.url_of("twin") == PEER
+    m.remove(PEER)
+    assert m.url_of("twin") == OTHER
+    m.add(PEER, now=2.0, source="seed")
+    m.on_success(PEER, "twin", 2.0)
+    assert m.url_of("twin") == OTHER, "known again, PEER now comes after OTHER"
+    m.on_success(OTHER, "restarted", 3.0)
+    assert (m.url_of("twin"), m.url_of("restarted")) == (PEER, OTHER)
+    m.remove(OTHER)
+    assert (m.url_of("twin"), m.url_of("restarted")) == (PEER, None)
