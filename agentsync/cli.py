@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from agentsync import __version__
 from agentsync.discovery import MembershipConfig
+from agentsync.node import EXCHANGE_TIMEOUT_S
 from agentsync.status import clip
 from agentsync.store import DURABILITIES, StoreError
 from agentsync.sync import PruningConfig
@@ -298,6 +299,14 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
         default=0.2,
         metavar="S",
         help="seconds between gossip rounds (default: 0.2)",
+    )
+    parser.add_argument(
+        "--exchange-timeout",
+        type=_seconds,
+        default=EXCHANGE_TIMEOUT_S,
+        metavar="S",
+        help="seconds one exchange may take, connecting included: raise it for a slow or "
+        f"distant link (default: {EXCHANGE_TIMEOUT_S:g}, for a LAN)",
     )
     parser.add_argument(
         "--fanout",
@@ -708,6 +717,7 @@ async def _run_node(
                 discovery=args.mdns,
                 gossip_interval=args.gossip_interval,
                 fanout=args.fanout,
+                exchange_timeout=args.exchange_timeout,
                 data_dir=args.data_dir,
                 durability=args.durability,
                 membership=MembershipConfig(remove_after=args.remove_after),

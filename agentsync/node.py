@@ -75,8 +75,10 @@ CHANGE_QUEUE_SIZE = 4096
 SNAPSHOT_ROUNDS = 4096
 """The most back-to-back exchanges one peer gets while a snapshot is under way."""
 EXCHANGE_TIMEOUT_S = 1.0
-"""How long one exchange may take: a LAN answers in milliseconds, and a peer cut
-off must fail fast for the failure detector's bound (``docs/membership.md``)."""
+"""How long one exchange may take by default: a LAN answers in milliseconds, and a
+peer cut off must fail fast for the failure detector's bound (``docs/membership.md``).
+A slow or distant link needs more (``Node(exchange_timeout=...)``)."""
+MAX_EXCHANGE_TIMEOUT_S = 600.0
 PROBES_PER_TICK = 16
 """At most this many probes start at once (after a flood of learned members)."""
 PROBES_IN_FLIGHT = 64
@@ -124,6 +126,10 @@ class Node(Container):
     ``membership`` (``agentsync.discovery.MembershipConfig``: when a silent
     peer is suspect and dead, how dead ones are retried, and when they are
     forgotten; the defaults detect a silent peer within 5 s).
+    ``exchange_timeout`` bounds one exchange, connecting (half of it at most)
+    included: the default 1 s suits a LAN; over a slow or distant link give
+    it a round trip or three plus the time a full message (1 MiB) takes to
+    send, or a snapshot never gets through (``docs/guides/deploying.md``).
     ``data_dir`` keeps the node's state in SQLite there (``docs/storage.md``).
     ``pruning`` (``agentsync.sync.PruningConfig``) says when the metadata of
     replicas that left for good is pruned: a replica is pruned once its
@@ -174,6 +180,7 @@ class Node(Container):
         read_only: bool = False,
         acl: Mapping[str, Mapping[str, Iterable[str]]] | None = None,
         tls: TLSConfig | None = None,
+        exchange_timeout: float = EXCHANGE_TIMEOUT_S,
     ) -> None:
         self.keyring = Keyring(secret, cluster=cluster) if secret is not None else None
         """The cluster's keys when it has a secret (rotate them here), else None."""
@@ -194,7 +201,10 @@ class Node(Container):
             "node" if node_id is None else node_id, host=host, port=port,
             gossip_interval=gossip_interval, fanout=fanout, discovery=discovery,
             durability=durability, pruning=pruning, read_only=read_only,
+            exchange_timeout=exchange_timeout,
         )  # fmt: skip
+        self.exchange_timeout = float(exchange_timeout)
+        """The longest one exchange may take, connecting included (half of it at most)."""
         self._pruning = pruning or PruningConfig()
         self.read_only = read_only
         self._acl = Acl(acl) if acl is not None else None
@@ -362,7 +372,7 @@ class Node(Container):
             bind_node_ids=self._bind_node_ids,
         )  # fmt: skip
         client = SyncClient(
-            timeout=EXCHANGE_TIMEOUT_S, channel=self._channel, ssl=client_ssl,
+            timeout=self.exchange_timeout, channel=self._channel, ssl=client_ssl,
             bind_node_ids=self._bind_node_ids,
         )  # fmt: skip
         try:
@@ -1302,6 +1312,7 @@ class Node(Container):
 def _check_arguments(
     node_id: object, *, host: object, port: object, gossip_interval: object, fanout: object,
     discovery: object, durability: object, pruning: object, read_only: object,
+    exchange_timeout: object,
 ) -> None:  # fmt: skip
     """Refuse a bad constructor argument with a clear error, before anything starts."""
     if type(node_id) is not str or not 0 < len(node_id) <= MAX_NODE_ID_CHARS:
@@ -1314,6 +1325,12 @@ def _check_arguments(
         raise TypeError("gossip_interval must be a number of seconds")
     if not (math.isfinite(gossip_interval) and gossip_interval > 0):
         raise ValueError("gossip_interval must be a finite number of seconds > 0")
+    if isinstance(exchange_timeout, bool) or not isinstance(exchange_timeout, (int, float)):
+        raise TypeError("exchange_timeout must be a number of seconds")
+    if not (math.isfinite(exchange_timeout) and 0 < exchange_timeout <= MAX_EXCHANGE_TIMEOUT_S):
+        raise ValueError(
+            f"exchange_timeout must be a number of seconds in (0, {MAX_EXCHANGE_TIMEOUT_S:g}]"
+        )
     if type(fanout) is not int or fanout < 1:
         raise ValueError("fanout must be an int >= 1")
     if type(discovery) is not bool:

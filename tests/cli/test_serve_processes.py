@@ -284,8 +284,9 @@ def test_a_port_in_use_is_one_line_exit_2(serve: Callable[..., Served]) -> None:
         (["--id", ""], "node_id must be"),
         (["--id", "x" * 300], "node_id must be"),
         (["--cluster", ""], "cluster must be"),
+        (["--exchange-timeout", "601"], "exchange_timeout must be"),
     ],
-    ids=["empty-id", "long-id", "empty-cluster"],
+    ids=["empty-id", "long-id", "empty-cluster", "long-exchange-timeout"],
 )
 def test_a_bad_node_setting_is_one_line_exit_2(args: list[str], fragment: str) -> None:
     done = cli("serve", *args)
