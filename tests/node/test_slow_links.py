@@ -1,14 +1,18 @@
 """A slow or distant link: the exchange timeout is the node's to choose.
 
 A stand-in link on loopback (an aiohttp proxy that holds each sync request
-for a while before it forwards it) puts a peer 1.5 s away.
+for a while before it forwards it) puts a peer 1.5 s away; hosts in network
+namespaces, one of them shaped to 2 Mbit/s, make a real slow link.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import random
+import subprocess
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,7 +20,11 @@ from aiohttp import web
 
 from agentsync import Node
 from agentsync.discovery import MemberState
+from tests.netns import Hosts, netns_hosts
+from tests.netns_nodes import HostNode, wait_for
 from tests.node.helpers import run, stop_all
+
+__all__ = ["netns_hosts"]  # the fixture, imported for pytest
 
 LINK_DELAY_S = 1.5
 """How long the stand-in link holds a request: a slow link's latency, not a wait for anything."""
@@ -84,3 +92,41 @@ def test_a_peer_beyond_the_exchange_timeout_is_reached_with_a_longer_one() -> No
 def test_a_bad_exchange_timeout_is_refused(timeout: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="exchange_timeout"):
         Node("n", exchange_timeout=timeout)  # type: ignore[arg-type]
+
+
+# -- a real slow link: hosts in namespaces, the sync port's host shaped to 2 Mbit/s ----------
+
+LINK_RATE = "2mbit"
+BIG_ITEMS = 16000
+"""Random elements, about 0.5 MB encoded: some 2 s at 2 Mbit/s, past the default 1 s."""
+CATCH_UP_S = 60.0
+SEED = 2026
+
+
+@pytest.mark.netns
+def test_a_host_behind_a_2_mbit_link_catches_up_with_a_longer_exchange_timeout(
+    netns_hosts: Callable[..., Hosts], tmp_path: Path
+) -> None:
+    """h1 holds ~0.5 MB encoded and sends at 2 Mbit/s (tbf on its link); h2 starts empty.
+
+    Both ends take ``--exchange-timeout 20``: whichever starts an exchange
+    sets its timeout, and either may carry the catch-up. It takes about
+    4 s. With the default 1 s every exchange is cut short, and the state
+    crawls across in about 40 s, only in requests whose sender had given up
+    but whose body the receiver still read within its 10 s bound.
+    """
+    hosts = netns_hosts(2)
+    subprocess.run(
+        ["ip", "netns", "exec", hosts.ns(1), "tc", "qdisc", "add", "dev", "eth0", "root",
+         "tbf", "rate", LINK_RATE, "burst", "32kbit", "latency", "400ms"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    slow = ("--exchange-timeout", "20")
+    h1 = HostNode(hosts, 1, tmp_path, args=slow)
+    rng = random.Random(SEED)
+    items = {f"{k:05d}-{rng.randbytes(24).hex()}" for k in range(BIG_ITEMS)}
+    h1.add("big", *sorted(items))
+    wait_for(lambda: len(h1.items("big")) == BIG_ITEMS, [h1], "h1 holds the set", CATCH_UP_S)
+    h2 = HostNode(hosts, 2, tmp_path, args=("--peer", h1.url(), *slow))
+    took = wait_for(lambda: h2.items("big") == items, [h1, h2], "h2 catches up", CATCH_UP_S)
+    assert took > 1.0, f"the link was not slow: h2 caught up in {took:.2f} s"
