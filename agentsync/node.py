@@ -129,7 +129,8 @@ class Node(Container):
     ``exchange_timeout`` bounds one exchange, connecting (half of it at most)
     included: the default 1 s suits a LAN; over a slow or distant link give
     it a round trip or three plus the time a full message (1 MiB) takes to
-    send, or a snapshot never gets through (``docs/guides/deploying.md``).
+    send, or a catch-up crawls or never gets through
+    (``docs/guides/deploying.md``).
     ``data_dir`` keeps the node's state in SQLite there (``docs/storage.md``).
     ``pruning`` (``agentsync.sync.PruningConfig``) says when the metadata of
     replicas that left for good is pruned: a replica is pruned once its
