@@ -145,8 +145,8 @@ class AgentsyncStore(BaseStore):
             if held is not None:
                 del self._items[(namespace, key)]
             return
-        if held is not None:
-            record = freeze({**record, "created": held[2]["created"]})
+        if held is not None:  # the map's write freezes it: no second walk here
+            record = {**record, "created": held[2]["created"]}
         self._items[(namespace, key)] = record
 
 
