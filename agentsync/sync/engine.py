@@ -287,11 +287,11 @@ class SyncEngine:
         self.pruning = Pruning(pruning)
         """The prune table, the replicas forgotten here and the Bloom filter of old ones."""
         self.pruned_out = False
+        """A peer said this replica was pruned: take a new incarnation, merge nothing more."""
         self.limited = False
         """A peer limits what this observer reads: its state takes unsent writes as seen."""
         self.on_limited: Callable[[], None] | None = None
         """Called once, before anything of the first limited message is merged."""
-        """A peer said this replica was pruned: take a new incarnation, merge nothing more."""
         self._vector: dict[str, int] = {}
         """The state's version vector as of ``_vector_version`` (what peers are told)."""
         self._vector_version = 0
@@ -888,20 +888,21 @@ class SyncEngine:
             want = (0, peer.last_transfer)
         # Nothing but the flag for a pruned replica: it must start anew.
         news, extra = ({}, 0) if peer.pruned_you else self._news(peer, is_response)
+        readable = self._reads(peer_id)
         message = SyncMessage(
             self.node_id, self.cluster, self.epoch, buffer.head, ack=ack, want=want,
             is_response=is_response, rewind=peer.rewind, knows_replica=peer.replica is not None,
             replica=None if peer.knows_replica else self.state.replica_id,
             refusals=self._refusals, pruned_you=peer.pruned_you, observer=self.read_only,
-            limited=self._reads(peer_id) is not None, **news,
+            limited=readable is not None, **news,
         )  # fmt: skip
         peer.rewind = False
         if peer.pruned_you:
             return message
         # A peer that may read only some names is sent state once it said it is an observer.
-        mute = self.read_only or (not peer.observer and self._reads(peer_id) is not None)
+        mute = self.read_only or (readable is not None and not peer.observer)
         try:
-            filled = message if mute else self._fill(peer_id, peer, message, extra)
+            filled = message if mute else self._fill(peer_id, peer, message, readable, extra)
         finally:
             self._collect()
         told = peer.told_vector
@@ -948,17 +949,23 @@ class SyncEngine:
         return news, extra
 
     def _fill(
-        self, peer_id: str, peer: PeerState, message: SyncMessage, extra: int = 0
+        self,
+        peer_id: str,
+        peer: PeerState,
+        message: SyncMessage,
+        readable: Callable[[object], bool] | None,
+        extra: int = 0,
     ) -> SyncMessage:
         """Add what the peer lacks: a delta interval, the context, or a snapshot piece.
 
-        ``extra``: the bytes the message's vector and prune table take.
+        ``readable``: the names the peer is sent (None: all); ``extra``: the
+        bytes the message's vector and prune table take.
         """
         buffer = self._buffer
         if peer.outgoing is None and not peer.needs_snapshot:
             if peer.ack is not None and peer.ack >= buffer.floor:
                 start = peer.ack if peer.sent is None else max(peer.ack, peer.sent)
-                interval = self._interval(peer_id, start, extra)
+                interval = self._interval(peer_id, start, readable, extra)
                 if interval is not None:
                     if message.is_response:  # it arrives unseen: do not send it again
                         peer.sent = interval["seq"]  # type: ignore[assignment]
@@ -971,7 +978,7 @@ class SyncEngine:
                         peer.pending = buffer.head
                     return with_context
                 peer.needs_snapshot = True  # too many replicas to list: send it all
-        return _with(message, **self._piece(peer_id, peer))
+        return _with(message, **self._piece(peer, readable))
 
     def _reads(self, peer_id: str) -> Callable[[object], bool] | None:
         """Which top-level names ``peer_id`` is sent; None: every name."""
@@ -984,7 +991,9 @@ class SyncEngine:
             return None
         return with_context
 
-    def _interval(self, peer_id: str, ack: int, extra: int = 0) -> dict[str, object] | None:
+    def _interval(
+        self, peer_id: str, ack: int, readable: Callable[[object], bool] | None, extra: int = 0
+    ) -> dict[str, object] | None:
         """The buffered deltas after ``ack`` that fit one message, or None if one cannot."""
         budget = self.max_message_bytes - MESSAGE_ROOM - extra
         room = budget
@@ -1002,7 +1011,7 @@ class SyncEngine:
             room -= len(entry.data)
             chosen.append(entry)
             covered = entry.seq
-        deltas, encoded = self._wire_form(chosen, budget - room, budget, self._reads(peer_id))
+        deltas, encoded = self._wire_form(chosen, budget - room, budget, readable)
         return {"seq": covered, "deltas": deltas, "encoded_deltas": encoded}
 
     def _wire_form(
@@ -1048,10 +1057,12 @@ class SyncEngine:
             return parts, tuple(encode(part) for part in parts)
         return tuple(d for d, _ in sent), tuple(data for data in encoded if data is not None)
 
-    def _piece(self, peer_id: str, peer: PeerState) -> dict[str, object]:
+    def _piece(
+        self, peer: PeerState, readable: Callable[[object], bool] | None
+    ) -> dict[str, object]:
         outgoing = peer.outgoing
         if outgoing is None:
-            outgoing = peer.outgoing = self._start_snapshot(peer, self._reads(peer_id))
+            outgoing = peer.outgoing = self._start_snapshot(peer, readable)
         at = outgoing.next * outgoing.size
         return {
             "seq": outgoing.seq,
