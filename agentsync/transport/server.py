@@ -87,8 +87,8 @@ class SyncHandler(Protocol):
         ``remote`` is the IP address the request came from (None if unknown),
         ``sender`` the node id that sealed it (None when unsealed): the
         message must name the same sender. ``certified`` is the node id the
-        client's certificate names, passed only by a server that binds node
-        ids (``bind_node_ids``): the message must name it too, or
+        client's certificate names when the server binds node ids
+        (``bind_node_ids``; None otherwise): the message must name it too, or
         ImpersonationError. Raise DecodeError or ProtocolError (400),
         AccessDeniedError (403; ImpersonationError is one) or
         ClusterMismatchError (409), with state unchanged, to refuse it.
@@ -305,12 +305,9 @@ class SyncServer:
                 raise _Refused(401, f"authentication failed: {exc}") from None
             header, sender = opened.raw, opened.sender
         try:
-            if certified is None:  # a handler of a server that binds nothing may not know it
-                reply = self._handler.handle_sync(body, remote=remote, sender=sender)
-            else:
-                reply = self._handler.handle_sync(
-                    body, remote=remote, sender=sender, certified=certified
-                )
+            reply = self._handler.handle_sync(
+                body, remote=remote, sender=sender, certified=certified
+            )
         except ClusterMismatchError as exc:  # a ProtocolError too: check it first
             return web.Response(status=409, text=one_line(str(exc)))
         except AccessDeniedError as exc:  # and this one

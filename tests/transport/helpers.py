@@ -44,12 +44,19 @@ class FakeHandler:
         self.bodies: list[bytes] = []
         self.errors = 0
         self.auth_failures = 0
+        self.certified: list[str | None] = []
+        """The node id each request's client certificate named (None: not bound)."""
         self.fail_with: Exception | None = None
 
     def handle_sync(
-        self, body: bytes, remote: str | None = None, sender: str | None = None
+        self,
+        body: bytes,
+        remote: str | None = None,
+        sender: str | None = None,
+        certified: str | None = None,
     ) -> bytes:
         self.bodies.append(body)
+        self.certified.append(certified)
         if self.fail_with is not None:
             raise self.fail_with
         return b"echo:" + body

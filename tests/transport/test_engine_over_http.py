@@ -29,7 +29,11 @@ class EngineHandler:
         self.errors = 0
 
     def handle_sync(
-        self, body: bytes, remote: str | None = None, sender: str | None = None
+        self,
+        body: bytes,
+        remote: str | None = None,
+        sender: str | None = None,
+        certified: str | None = None,
     ) -> bytes:
         reply, _ = self.engine.on_request(decode_message(body))
         return encode_message(reply)
