@@ -178,7 +178,7 @@ class SyncServer:
     @property
     def url(self) -> str:
         """The base URL peers reach this server at (while it runs)."""
-        return base_url(self._host, self.port, "http" if self._ssl is None else "https")
+        return base_url(self._host, self.port, tls=self._ssl is not None)
 
     @property
     def port(self) -> int:
@@ -407,7 +407,7 @@ class _GatedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return base_url(self._host, self._port, "http" if self._ssl is None else "https")
+        return base_url(self._host, self._port, tls=self._ssl is not None)
 
     async def start(self) -> None:
         await super().start()

@@ -64,8 +64,9 @@ def _host(netloc: str, hostname: str, url: str) -> str:
     return hostname
 
 
-def base_url(host: str, port: int, scheme: str = "http") -> str:
+def base_url(host: str, port: int, *, tls: bool = False) -> str:
     """The URL of a bound address (IPv6 hosts bracketed): https for a TLS server."""
+    scheme = "https" if tls else "http"
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 

@@ -75,6 +75,7 @@ def test_the_client_module_offers_the_same_function() -> None:
 def test_server_urls_bracket_ipv6_hosts() -> None:
     assert base_url("127.0.0.1", 80) == "http://127.0.0.1:80"
     assert base_url("::1", 80) == "http://[::1]:80"
+    assert base_url("::1", 443, tls=True) == "https://[::1]:443"
     assert normalize_url(base_url("::1", 80)) == "http://[::1]:80"
 
 
