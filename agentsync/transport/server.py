@@ -322,11 +322,13 @@ class SyncServer:
         """The request body, read only if it can be accepted, within the size and time bounds."""
         if not identity_encoded(request.headers):
             raise _Refused(415, "compressed bodies are refused; send Content-Encoding identity")
-        if self._channel is not None and request.content_type != SEALED:
-            raise _Refused(401, f"this node's cluster has a secret: send {SEALED} bodies")
-        if self._channel is None and request.content_type == SEALED:
+        kind = request.content_type
+        if self._channel is not None:
+            if kind != SEALED:
+                raise _Refused(401, f"this node's cluster has a secret: send {SEALED} bodies")
+        elif kind == SEALED:
             raise _Refused(415, f"this node has no secret: send {MSGPACK}, not sealed bodies")
-        if self._channel is None and request.content_type != MSGPACK:
+        elif kind != MSGPACK:
             raise _Refused(415, f"expected Content-Type {MSGPACK}")
         limit = self._max_body_bytes
         if request.content_length is not None and request.content_length > limit:
