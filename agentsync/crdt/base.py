@@ -56,10 +56,7 @@ def bare_delta(kind: type[T], replica_id: str, cloud: set[tuple[str, int]]) -> T
     delta = _new(kind)
     delta._rid = replica_id
     delta._delta = True
-    ctx = _new(CausalContext)  # CausalContext._of_dots(cloud), inline
-    ctx._vv = {}
-    ctx._cloud = cloud
-    delta._ctx = ctx
+    delta._ctx = CausalContext._of_dots(cloud)
     return delta
 
 
