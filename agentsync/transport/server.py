@@ -128,6 +128,7 @@ class SyncHandler(Protocol):
 _REMOTE_KEY = web.RequestKey("agentsync.remote_key", str)
 """Where the guard leaves a request's ``limits.remote_key``, computed once per request."""
 
+
 class _Refused(Exception):
     """A request the transport answers with an error status and a one-line reason."""
 
@@ -257,9 +258,7 @@ class SyncServer:
 
         return guard
 
-    def _refusal(
-        self, request: web.Request, status: int, reason: str, close: bool
-    ) -> web.Response:
+    def _refusal(self, request: web.Request, status: int, reason: str, close: bool) -> web.Response:
         """A counted error response with its one-line reason."""
         self._handler.count_error()
         where = one_line(request.raw_path)  # the peer chose it: keep the log line one line
@@ -365,7 +364,6 @@ class SyncServer:
     async def _status(self, request: web.Request) -> web.Response:
         self._check_token(request)
         return web.json_response(self._handler.status_json(), headers={"Cache-Control": "no-store"})
-
 
     def _authorized(self, request: web.Request) -> bool:
         """No secret, or ``Authorization: Bearer`` with an installed key's token."""
