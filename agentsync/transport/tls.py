@@ -120,10 +120,9 @@ class TLSConfig:
         if key is not None and cert is None:
             raise ValueError("a TLS key was given without its certificate")
         ca = _paths(self.ca)
-        if self.require_client_cert is not True and self.require_client_cert is not False:
-            raise TypeError("require_client_cert must be a bool")
-        if self.check_hostname is not True and self.check_hostname is not False:
-            raise TypeError("check_hostname must be a bool")
+        for flag in ("require_client_cert", "check_hostname", "bind_node_ids"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be a bool")
         if self.require_client_cert and not ca:
             raise ValueError(
                 "require_client_cert needs ca: the CA that signs the clients' certificates"
@@ -132,8 +131,6 @@ class TLSConfig:
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "ca", ca)
         object.__setattr__(self, "pins", _pins(self.pins))
-        if self.bind_node_ids is not True and self.bind_node_ids is not False:
-            raise TypeError("bind_node_ids must be a bool")
         if self.bind_node_ids:
             if not self.require_client_cert:
                 raise ValueError(

@@ -87,6 +87,8 @@ def test_inconsistent_options_are_refused(pki: Pki, node_a: tuple[str, str]) -> 
         TLSConfig(ca=(pki.ca,)).server_context()
     with pytest.raises(TypeError, match="require_client_cert"):
         TLSConfig(cert=cert, key=key, ca=(pki.ca,), require_client_cert=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="check_hostname must be a bool"):
+        TLSConfig(check_hostname="no")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="path"):
         TLSConfig(cert=42)  # type: ignore[arg-type]
 
