@@ -24,6 +24,7 @@ from agentsync.crdt import (
     ORSet,
     PNCounter,
 )
+from agentsync.crdt.group import WriteInPlace
 from agentsync.crdt.values import Value
 
 Path = tuple[tuple[Hashable, type[CRDT]], ...]
@@ -35,7 +36,13 @@ class Owner(Protocol):
 
     def _read(self, path: Path) -> Any: ...
 
-    def _write(self, path: Path, fn: Callable[[Any], Any]) -> None: ...
+    def _write(
+        self,
+        path: Path,
+        fn: Callable[[Any], Any],
+        in_place: WriteInPlace | None = None,
+        arg: Any = None,
+    ) -> None: ...
 
     def _check(self, path: Path) -> None: ...
 
@@ -97,6 +104,10 @@ class _Keyed(_Collection):
         return [] if replica is None else replica.keys()
 
 
+_STEP: WriteInPlace = PNCounter._step_in_place
+"""A counter's step, ``(n, sign)``, applied in place (``Owner._write``)."""
+
+
 class CounterHandle(Handle):
     """A PNCounter: ``increment``, ``decrement``, ``value``."""
 
@@ -106,11 +117,11 @@ class CounterHandle(Handle):
 
     def increment(self, n: int = 1) -> None:
         """Add ``n`` (an int >= 0)."""
-        self._owner._write(self._path, lambda c: c.increment(n))
+        self._owner._write(self._path, lambda c: c.increment(n), _STEP, (n, 1))
 
     def decrement(self, n: int = 1) -> None:
         """Subtract ``n`` (an int >= 0)."""
-        self._owner._write(self._path, lambda c: c.decrement(n))
+        self._owner._write(self._path, lambda c: c.decrement(n), _STEP, (n, -1))
 
 
 class SetHandle(_Collection):
@@ -122,7 +133,7 @@ class SetHandle(_Collection):
 
     def add(self, element: object) -> None:
         """Add ``element`` (a concurrent remove loses)."""
-        self._owner._write(self._path, lambda s: s.add(element))
+        self._owner._write(self._path, lambda s: s.add(element), ORSet._add_in_place, element)
 
     def remove(self, element: object) -> None:
         """Remove ``element``; KeyError if it is absent here."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from agentsync import __version__
 from agentsync.crdt import CRDT, ORMap
+from agentsync.crdt.group import WriteInPlace
 from agentsync.crdt.values import INT64_MAX, MAX_REPLICA_ID_CHARS
 from agentsync.discovery.mdns import Discovered, MdnsDiscovery
 from agentsync.discovery.membership import (
@@ -543,14 +544,30 @@ class Node(Container):
                     return None
             return replica
 
-    def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
+    def _write(
+        self, path: Path, fn: Callable[[Any], Any], in_place: WriteInPlace | None = None,
+        arg: Any = None,
+    ) -> None:
+        """Apply ``fn`` (a mutator returning its delta) at ``path``, log and spread it.
+
+        ``in_place(replica, arg)``, where given, is the same write without a
+        delta (``LocalGroup.step``): a batch's later writes to a replica, or
+        a write of a node without a store, record it into the pending delta
+        group instead. A write logged on its own needs its delta.
+        """
         if self.read_only:
             raise ReadOnlyError(f"node {self.node_id} is read-only: it pulls state, never writes")
         with self._lock:
-            delta = _update(self._engine.state, path, fn)
-            if self._store is not None and not self._batch_depth:  # a batch's: as it ends
-                self._store.append(delta)
-            self._engine.record_local(delta)
+            store = self._store
+            if (
+                in_place is None
+                or (store is not None and not self._batch_depth)
+                or not self._engine.step_local(path, in_place, arg)
+            ):
+                delta = _update(self._engine.state, path, fn)
+                if store is not None and not self._batch_depth:  # a batch's: as it ends
+                    store.append(delta)
+                self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
             if self._batch_depth:

@@ -563,6 +563,15 @@ class FlatStore(CRDT):
     def _strip(self, pruned: Mapping[str, int]) -> None:
         self._entries = stripped(self._entries, pruned)
 
+    def _put_entry(self, entry: Entry, kept: list[Entry] | None) -> None:
+        """Store ``entry`` beside ``kept``; every other entry goes."""
+        if kept:
+            kept.append(entry)
+            kept.sort(key=dot_key)
+            self._entries = tuple(kept)
+        else:
+            self._entries = (entry,)
+
     def _replace(
         self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
     ) -> T:
@@ -573,12 +582,7 @@ class FlatStore(CRDT):
         cloud = {(entry[0], entry[1])}
         for old in dropped:
             cloud.add((old[0], old[1]))
-        if kept:
-            kept.append(entry)
-            kept.sort(key=dot_key)
-            self._entries = tuple(kept)  # type: ignore[attr-defined]
-        else:
-            self._entries = (entry,)  # type: ignore[attr-defined]
+        FlatStore._put_entry(self, entry, kept)  # type: ignore[arg-type]  # T is a FlatStore
         delta = bare_delta(type(self), self._rid, cloud)
         delta._entries = (entry,)  # type: ignore[attr-defined]
         clock = self._clock()

@@ -14,7 +14,7 @@ from typing import Any
 
 from agentsync.crdt.base import FlatStore
 from agentsync.crdt.codec import Reader, Writer
-from agentsync.crdt.dots import Entry
+from agentsync.crdt.dots import Entry, InPlace
 from agentsync.crdt.values import INT64_MAX, INT64_MIN, check_amount
 from agentsync.errors import IntegerRangeError
 
@@ -41,6 +41,24 @@ class _CausalCounter(FlatStore):
         if type(n) is not int or not 0 < n <= INT64_MAX:
             check_amount(n)
             return self._delta_shell(())
+        entry, own, rest = self._stepped(n, sign)
+        return self._replace(entry, own, rest)
+
+    def _step_in_place(self, step: tuple[int, int]) -> InPlace | None:
+        """``_add(*step)`` on a replica, without its delta (see ``InPlace``); None when
+        it changes nothing (a step of 0)."""
+        n, sign = step
+        if type(n) is not int or not 0 < n <= INT64_MAX:
+            check_amount(n)
+            return None
+        entry, own, rest = self._stepped(n, sign)
+        self._put_entry(entry, rest)
+        return None, (entry[0], entry[1]), own
+
+    def _stepped(self, n: int, sign: int) -> tuple[Entry, tuple[Entry, ...], list[Entry]]:
+        """The entry that ``sign * n`` makes under a new dot, the entries it supersedes
+        and those it keeps (other replicas'); IntegerRangeError, issuing no dot, when
+        this replica's total would leave the counter's range."""
         rid = self._rid
         entries = self._entries
         if len(entries) == 1 and entries[0][0] == rid:  # a lone writer
@@ -54,7 +72,7 @@ class _CausalCounter(FlatStore):
         if not self._floor <= total <= INT64_MAX:
             raise IntegerRangeError(f"this replica's total would leave the int64 range: {total}")
         dot = self._ctx.next_dot(rid)
-        return self._replace((rid, dot[1], total), own, rest)
+        return (rid, dot[1], total), own, rest
 
     def _encode_body(self, writer: Writer) -> Any:
         """``[dot runs, dot counters, totals]``."""

@@ -21,6 +21,11 @@ from agentsync.crdt.values import check_counter, check_replica_id
 Entry = tuple[Any, ...]
 """A store entry: ``(replica_id, n, *payload)``; ``(replica_id, n)`` alone is a dot."""
 
+InPlace = tuple[Any, tuple[str, int], tuple[Entry, ...]]
+"""What a write applied in place, with no delta, records (see ``LocalGroup.step``):
+the key its delta would name (ignored by a store without keys), its new dot, and
+the entries whose dots it supersedes."""
+
 
 BULK_CLOUD = 16
 """Above this many cloud dots, ``merge`` adds them with set operations, not one by one."""

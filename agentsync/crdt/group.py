@@ -19,12 +19,19 @@ removed. The law is stated as a property in the tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 from agentsync.crdt.base import CRDT
-from agentsync.crdt.dots import CausalContext
+from agentsync.crdt.dots import CausalContext, InPlace
+from agentsync.crdt.values import freeze_key
 
 T = TypeVar("T", bound=CRDT)
+
+NestedPath = Sequence[tuple[Hashable, type[CRDT]]]
+"""``(key, type)`` from an ORMap down through nested maps to a nested replica."""
+WriteInPlace = Callable[[Any, Any], InPlace | None]
+"""A mutator applied in place to a nested replica, with its argument (see ``InPlace``)."""
 
 
 class LocalGroup(Generic[T]):
@@ -53,6 +60,51 @@ class LocalGroup(Generic[T]):
         else:  # a mutator's delta lists its dots; so may the group (it is a delta)
             mine._cloud |= theirs._cloud
         self.writes += 1
+
+    def step(self, path: NestedPath, in_place: WriteInPlace, arg: Any) -> bool:
+        """Write ``in_place(nested, arg)`` to the replica at ``path`` and record it like its
+        delta, making none; False, with nothing written, where this group names no
+        ``path`` yet.
+
+        ``path`` runs from the replica (an ORMap) down through nested maps,
+        ``(key, type)`` at each step, as ``ORMap.update`` is called. ``in_place``
+        applies a mutator to the nested replica and returns what its delta would
+        name and its context's dots (``InPlace``), or None for a write that
+        changed nothing. Where the group names ``path``, an earlier write made
+        that nested replica and passed ``update``'s checks (the key's type, the
+        nesting depth), and a write that only adds entries cannot empty it: the
+        map deltas ``update`` would wrap around the nested delta add nothing the
+        group has not recorded. A durable batch's writes after its first to a
+        replica take this path.
+        """
+        replica: Any = self._replica
+        names: Any = self._names
+        for key, kind in path:
+            frozen = freeze_key(key)
+            fields = replica._fields.get(frozen)
+            by_tag = names.get(frozen)
+            if not fields or not by_tag:
+                return False
+            tag = kind.TAG
+            replica = fields.get(tag)
+            held = by_tag.get(tag)
+            if replica is None or held is None:
+                return False
+            names = held[1]
+        ctx = self._ctx
+        if ctx._vv:
+            return False
+        done = in_place(replica, arg)
+        if done is not None:
+            key, dot, superseded = done
+            if names is not None:  # a store with keys
+                names.add(key)
+            cloud = ctx._cloud
+            cloud.add(dot)
+            for entry in superseded:
+                cloud.add((entry[0], entry[1]))
+        self.writes += 1
+        return True
 
     @property
     def listed(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from agentsync.crdt.base import KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
-from agentsync.crdt.dots import Entry
+from agentsync.crdt.dots import Entry, InPlace
 from agentsync.crdt.values import freeze_key, stored_form
 
 S = TypeVar("S", bound="SetBase")
@@ -57,15 +57,20 @@ class SetBase(KeyedStore):
         """
         if self._delta:
             self._ensure_replica()
+        key, dot, old = self._add_in_place(element)
+        delta = bare_delta(type(self), self._rid, {dot, *old} if old else {dot})
+        delta._entries = {key: (dot,)}
+        return delta
+
+    def _add_in_place(self, element: object) -> InPlace:
+        """``add`` on a replica, without its delta: the key, the new dot and the dots it
+        supersedes, which are what the delta would name and its context (``LocalGroup.step``)."""
         key = freeze_key(element)
-        rid = self._rid
-        dot = self._ctx.next_dot(rid)
+        dot = self._ctx.next_dot(self._rid)
         entries = self._entries
         old = entries.get(key)
         entries[key] = (dot,)
-        delta = bare_delta(type(self), rid, {dot, *old} if old else {dot})
-        delta._entries = {key: (dot,)}
-        return delta
+        return key, dot, old or ()
 
     def _encode_body(self, writer: Writer) -> Any:
         """``[keys, counts, dot runs, dot counters]``; counts is empty when all are 1."""

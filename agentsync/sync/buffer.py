@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from agentsync.crdt.codec import MIN_CLOUD_DOTS, encode, encode_decodable
-from agentsync.crdt.group import LocalGroup
+from agentsync.crdt.group import LocalGroup, NestedPath, WriteInPlace
 from agentsync.crdt.ormap import ORMap
 
 SEAL_EVERY = 4096
@@ -96,6 +97,16 @@ class DeltaBuffer:
         pending.add(delta)
         if due(pending):
             self.seal()
+
+    def step(self, path: NestedPath, in_place: WriteInPlace, arg: Any) -> bool:
+        """Write a local write in place and note it, as ``add_local`` would its delta,
+        where the pending group can (``LocalGroup.step``); whether it did."""
+        pending = self._pending
+        if not pending.step(path, in_place, arg):
+            return False
+        if due(pending):
+            self.seal()
+        return True
 
     def skip(self) -> None:
         """Record a change that is not buffered (no peer needs it): every ack expires."""

@@ -5,10 +5,13 @@ Crashes (SIGKILL of a real process) are in ``tests/store/test_crash.py``.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentsync import Node
 from agentsync import node as node_module
@@ -16,6 +19,7 @@ from agentsync.crdt import codec, decode
 from agentsync.store import StoreError, StoreLockedError
 from agentsync.store.sqlite import DB_FILE
 from agentsync.sync.buffer import MAX_LISTED_DOTS, SEAL_EVERY
+from tests.crdt.strategies import examples
 from tests.node.helpers import converge, eventually, run, stop_all
 
 FAST = 0.05
@@ -215,3 +219,50 @@ def test_bad_durability_and_bad_directories_are_refused(tmp_path: Path) -> None:
     (tmp_path / "d" / DB_FILE).write_bytes(b"not a database" * 100)
     with pytest.raises(StoreError, match="is not a SQLite database"):
         Node("a", data_dir=tmp_path / "d")
+
+
+_BATCH_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "add", "discard", "clear", "up", "down", "drop"]),
+        st.sampled_from(["s", "m"]),
+        st.integers(0, 5),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=examples(25), deadline=None)
+@given(batches=st.lists(st.tuples(_BATCH_OPS, st.booleans()), min_size=1, max_size=4))
+def test_batches_of_writes_applied_in_place_reload_as_written(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[list[Any], bool]]
+) -> None:
+    """A batch's later writes to a replica skip their delta (``LocalGroup.step``): what it
+    logs still reloads to what a node writing each delta on its own holds."""
+    data_dir = tmp_path_factory.mktemp("batches")
+    node, twin = Node("n", data_dir=data_dir, durability="normal"), Node("t")
+
+    def write(on: Node, op: str, where: str, i: int) -> None:
+        container: Any = on if where == "s" else on.map("m").map(i % 2)
+        if op in ("add", "discard", "clear"):
+            target = container.set("tasks")
+            target.add(i) if op == "add" else target.clear() if op == "clear" else target.discard(i)
+        elif op in ("up", "down"):
+            counter = container.counter("done")
+            counter.increment(i) if op == "up" else counter.decrement(i)
+        elif where == "m" and i % 2 in on.map("m"):
+            on.map("m").remove(i % 2)
+
+    for ops, batched in batches:
+        with node.batch() if batched else contextlib.nullcontext():
+            for op in ops:
+                write(node, *op)
+                write(twin, *op)
+                assert node.value == twin.value
+    expected = node.value
+    assert expected == twin.value
+    run(node.stop())
+    again = Node(data_dir=data_dir)
+    try:
+        assert again.value == expected
+    finally:
+        run(again.stop())
