@@ -558,19 +558,20 @@ class Node(Container):
         if self.read_only:
             raise ReadOnlyError(f"node {self.node_id} is read-only: it pulls state, never writes")
         with self._lock:
+            batched = self._batch_depth
             store = self._store
             if (
                 in_place is None
-                or (store is not None and not self._batch_depth)
+                or (store is not None and not batched)
                 or not self._engine.step_local(path, in_place, arg)
             ):
                 delta = _update(self._engine.state, path, fn)
-                if store is not None and not self._batch_depth:  # a batch's: as it ends
+                if store is not None and not batched:  # a batch's: as it ends
                     store.append(delta)
                 self._engine.record_local(delta)
             name = path[0][0]
             assert isinstance(name, str)
-            if self._batch_depth:
+            if batched:
                 self._batch_names.add(name)
                 return
         if self._subscribers or self._queues:  # as _changed checks, before making a frozenset
