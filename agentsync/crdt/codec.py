@@ -243,11 +243,20 @@ class Writer:
         runs: list[int] = []
         counters: list[int] = []
         for rid, run in groupby(entries, itemgetter(0)):
-            ns = [entry[1] for entry in run]
-            runs += (self.replica_index(rid), len(ns))
-            counters.append(ns[0])
-            counters += map(sub, ns[1:], ns)  # each counter less the one before it
+            more_runs, more_counters = self.run(rid, [entry[1] for entry in run])
+            runs += more_runs
+            counters += more_counters
         return [runs, counters]
+
+    def run(self, replica_id: str, ns: list[int]) -> list[list[int]]:
+        """``dot_columns`` of dots all of ``replica_id``, given their counters in order.
+
+        A caller that knows its dots share one replica skips grouping them.
+        """
+        return [
+            [self.replica_index(replica_id), len(ns)],
+            [ns[0], *map(sub, ns[1:], ns)],  # each counter less the one before it
+        ]
 
     def context(self, ctx: CausalContext) -> list[list[int]]:
         """``[vector, cloud]``: (index, n) pairs, then (index, start, length) ranges."""

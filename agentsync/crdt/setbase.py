@@ -78,6 +78,24 @@ class SetBase(KeyedStore):
             ((key, dots),) = self._entries.items()
             if len(dots) == 1:
                 return [[key], [], [writer.replica_index(dots[0][0]), 1], [dots[0][1]]]
+        # A group's adds, the next hot case: one dot a row, all of one replica. Sorting
+        # their counters orders the rows as their dots would, with no key function and
+        # int compares, not tuple ones (a sort of 100 rows: ~25 us -> ~4 us).
+        replica = None
+        by_counter: dict[int, Hashable] = {}
+        for key, dots in self._entries.items():
+            if len(dots) != 1:
+                break
+            rid, n = dots[0]
+            if rid != replica:
+                if replica is not None:
+                    break
+                replica = rid
+            by_counter[n] = key
+        else:
+            if replica is not None and len(by_counter) == len(self._entries):  # no dot twice
+                ns = sorted(by_counter)
+                return [list(map(by_counter.__getitem__, ns)), [], *writer.run(replica, ns)]
         rows = sorted(self._entries.items(), key=_first_dot)
         counts = [len(dots) for _, dots in rows]
         return [
