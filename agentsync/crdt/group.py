@@ -41,12 +41,17 @@ class LocalGroup(Generic[T]):
     before any of them is sent: merges into the replica in between are fine.
     """
 
-    __slots__ = ("_ctx", "_names", "_replica", "writes")
+    __slots__ = ("_ctx", "_leaf", "_names", "_path", "_replica", "_steps", "writes")
 
     def __init__(self, replica: T) -> None:
         self._replica = replica
         self._names: Any = replica._no_names()
         self._ctx = CausalContext._of_dots(set())
+        self._path: NestedPath | None = None
+        """The last path ``step`` wrote at: its keys frozen with their tags (``_steps``),
+        and what the group names there (``_leaf``), looked up once per handle."""
+        self._steps: tuple[tuple[Hashable, str], ...] = ()
+        self._leaf: Any = None
         self.writes = 0
         """How many deltas were added."""
 
@@ -77,20 +82,25 @@ class LocalGroup(Generic[T]):
         group has not recorded. A durable batch's writes after its first to a
         replica take this path.
         """
+        if path is self._path:  # the same handle's path again: the same keys and names
+            steps, names = self._steps, self._leaf
+        else:
+            steps = tuple((freeze_key(key), kind.TAG) for key, kind in path)
+            names = self._names
+            for frozen, tag in steps:
+                held = (names.get(frozen) or {}).get(tag)
+                if held is None:
+                    return False
+                names = held[1]
+            if all(frozen is key for (frozen, _), (key, _) in zip(steps, path, strict=True)):
+                # keys that freeze to themselves cannot change under the cache (a list can)
+                self._path, self._steps, self._leaf = path, steps, names
         replica: Any = self._replica
-        names: Any = self._names
-        for key, kind in path:
-            frozen = freeze_key(key)
+        for frozen, tag in steps:
             fields = replica._fields.get(frozen)
-            by_tag = names.get(frozen)
-            if not fields or not by_tag:
+            replica = fields.get(tag) if fields else None
+            if replica is None:
                 return False
-            tag = kind.TAG
-            replica = fields.get(tag)
-            held = by_tag.get(tag)
-            if replica is None or held is None:
-                return False
-            names = held[1]
         ctx = self._ctx
         if ctx._vv:
             return False

@@ -188,3 +188,19 @@ def test_step_refuses_a_path_the_group_does_not_name(path: Path) -> None:
     before = state.copy()
     assert not group.step(path, _in_place(kind), arg)
     assert state == before
+
+
+def test_step_looks_a_mutable_key_up_afresh_each_time() -> None:
+    """A path's list key is frozen at each write, as ``ORMap.update`` does: a list changed
+    in between names another key, which this group does not name yet."""
+    state = ORMap("me")
+    group = LocalGroup(state)
+    key = [1, 2]
+    path: Path = (("m", ORMap), (key, ORSet))  # a list key, on purpose
+    group.add(_update(state, path, _mutator(ORSet, "x")))
+    assert group.step(path, ORSet._add_in_place, "y")
+    key.append(3)
+    before = state.copy()
+    assert not group.step(path, ORSet._add_in_place, "z")
+    assert state == before
+    assert state.value == {"m": {(1, 2): frozenset({"x", "y"})}}
