@@ -159,7 +159,7 @@ class RegisterHandle(Handle):
 
     def set(self, value: object) -> None:
         """Write ``value``; the latest write (by HLC, then replica id) wins."""
-        self._owner._write(self._path, lambda r: r.set(value))
+        self._owner._write(self._path, lambda r: r.set(value), LWWRegister._set_in_place, value)
 
 
 class MVRegisterHandle(Handle):
@@ -171,7 +171,7 @@ class MVRegisterHandle(Handle):
 
     def set(self, value: object) -> None:
         """Write ``value``, superseding every value seen here."""
-        self._owner._write(self._path, lambda r: r.set(value))
+        self._owner._write(self._path, lambda r: r.set(value), MVRegister._set_in_place, value)
 
 
 class FlagHandle(Handle):
@@ -183,7 +183,7 @@ class FlagHandle(Handle):
 
     def enable(self) -> None:
         """Turn the flag on (a concurrent disable loses)."""
-        self._owner._write(self._path, lambda f: f.enable())
+        self._owner._write(self._path, lambda f: f.enable(), EWFlag._enable_in_place)
 
     def disable(self) -> None:
         """Turn the flag off (the enables seen here)."""

@@ -27,6 +27,7 @@ from agentsync.crdt.dots import (
     CausalContext,
     Cut,
     Entry,
+    InPlace,
     check_up_to,
     check_vector,
     collapsed,
@@ -576,6 +577,13 @@ class FlatStore(CRDT):
             self._entries = tuple(kept)
         else:
             self._entries = (entry,)
+
+    def _replace_in_place(
+        self, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
+    ) -> InPlace:
+        """``_replace`` without its delta (see ``InPlace``)."""
+        self._put_entry(entry, kept)
+        return None, (entry[0], entry[1]), dropped
 
     def _replace(
         self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None

@@ -52,8 +52,7 @@ class _CausalCounter(FlatStore):
             check_amount(n)
             return None
         entry, own, rest = self._stepped(n, sign)
-        self._put_entry(entry, rest)
-        return None, (entry[0], entry[1]), own
+        return self._replace_in_place(entry, own, rest)
 
     def _stepped(self, n: int, sign: int) -> tuple[Entry, tuple[Entry, ...], list[Entry]]:
         """The entry that ``sign * n`` makes under a new dot, the entries it supersedes

@@ -6,6 +6,7 @@ from typing import Any
 
 from agentsync.crdt.base import FlatStore
 from agentsync.crdt.codec import Reader, Writer
+from agentsync.crdt.dots import InPlace
 
 
 class EWFlag(FlatStore):
@@ -26,8 +27,11 @@ class EWFlag(FlatStore):
 
     def enable(self) -> EWFlag:
         """Turn the flag on and return the delta."""
-        dot = self._issue()
-        return self._replace(dot, self._entries)
+        return self._replace(self._issue(), self._entries)
+
+    def _enable_in_place(self, _: object = None) -> InPlace:
+        """``enable`` without its delta (``LocalGroup.step``)."""
+        return self._replace_in_place(self._issue(), self._entries)
 
     def disable(self) -> EWFlag:
         """Turn the flag off (the enables observed here) and return the delta."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from agentsync.crdt.base import Clocked, FlatStore
 from agentsync.crdt.codec import Reader, Writer
-from agentsync.crdt.dots import CausalContext, Entry
+from agentsync.crdt.dots import CausalContext, Entry, InPlace
 from agentsync.crdt.hlc import HybridLogicalClock
 from agentsync.crdt.values import INT64_MAX, Value, freeze
 
@@ -37,9 +37,17 @@ class MVRegister(FlatStore):
 
     def set(self, value: object) -> MVRegister:
         """Write ``value``, superseding every value seen; return the delta."""
+        return self._replace(*self._written(value))
+
+    def _set_in_place(self, value: object) -> InPlace:
+        """``set`` without its delta (``LocalGroup.step``)."""
+        return self._replace_in_place(*self._written(value))
+
+    def _written(self, value: object) -> tuple[Entry, tuple[Entry, ...]]:
+        """The entry writing ``value`` makes under a new dot, and those it supersedes."""
         frozen = freeze(value)
         dot = self._issue()
-        return self._replace((dot[0], dot[1], frozen), self._entries)
+        return (dot[0], dot[1], frozen), self._entries
 
     def _encode_body(self, writer: Writer) -> Any:
         return [*writer.dot_columns(self._entries), [e[2] for e in self._entries]]
@@ -103,9 +111,18 @@ class LWWRegister(Clocked, FlatStore):
 
     def set(self, value: object) -> LWWRegister:
         """Write ``value`` with a fresh HLC timestamp and return the delta."""
+        return self._replace(*self._written(value))
+
+    def _set_in_place(self, value: object) -> InPlace:
+        """``set`` without its delta (``LocalGroup.step``)."""
+        return self._replace_in_place(*self._written(value))
+
+    def _written(self, value: object) -> tuple[Entry, tuple[Entry, ...]]:
+        """The entry writing ``value`` makes under a new dot and timestamp, and those it
+        supersedes."""
         frozen = freeze(value)
         dot = self._issue()
-        return self._replace((dot[0], dot[1], self._hlc.now(), frozen), self._entries)
+        return (dot[0], dot[1], self._hlc.now(), frozen), self._entries
 
     def _newest_ts(self, seen: CausalContext) -> int:
         return newest_unseen(self._entries, seen)

@@ -23,7 +23,18 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from agentsync.crdt import CRDT, GCounter, ORMap, ORSet, PNCounter, decode, encode
+from agentsync.crdt import (
+    CRDT,
+    EWFlag,
+    GCounter,
+    LWWRegister,
+    MVRegister,
+    ORMap,
+    ORSet,
+    PNCounter,
+    decode,
+    encode,
+)
 from agentsync.crdt.group import LocalGroup
 from tests.crdt.strategies import examples
 
@@ -37,16 +48,34 @@ PATHS: list[Path] = [
     (("agent", ORMap), ("tasks", ORSet)),
     (("agent", ORMap), ("done", PNCounter)),
     (("agent", ORMap), ("inner", ORMap), ("tags", ORSet)),
+    (("status", LWWRegister),),
+    (("agent", ORMap), ("plan", MVRegister)),
+    (("ready", EWFlag),),
 ]
+WALL_NS = 1_700_000_000 * 10**9
+"""Every replica's wall clock stands still: twins' HLCs tick alike, by their counters."""
+
+
+def _map(replica_id: str) -> ORMap:
+    return ORMap(replica_id, clock=lambda: WALL_NS)
 
 
 def _in_place(kind: type[CRDT]) -> Any:
-    return ORSet._add_in_place if kind is ORSet else PNCounter._step_in_place
+    return {
+        ORSet: ORSet._add_in_place,
+        LWWRegister: LWWRegister._set_in_place,
+        MVRegister: MVRegister._set_in_place,
+        EWFlag: EWFlag._enable_in_place,
+    }.get(kind, PNCounter._step_in_place)
 
 
 def _mutator(kind: type[CRDT], arg: Any) -> Any:
     if kind is ORSet:
         return lambda s: s.add(arg)
+    if kind in (LWWRegister, MVRegister):
+        return lambda r: r.set(arg)
+    if kind is EWFlag:
+        return lambda f: f.enable()
     n, sign = arg
     return lambda c: c.increment(n) if sign > 0 else c.decrement(n)
 
@@ -76,9 +105,12 @@ def _at(state: ORMap, path: Path) -> Any:
 
 
 def _arg(kind: type[CRDT], draw: Any, low: int = 0) -> Any:
-    """An element, or a counter step ``(n, sign)`` with ``n >= low`` (0 changes nothing)."""
-    if kind is ORSet:
+    """An element or value, or a counter step ``(n, sign)`` with ``n >= low`` (0 changes
+    nothing)."""
+    if kind in (ORSet, LWWRegister, MVRegister):
         return draw(ELEMENTS)
+    if kind is EWFlag:
+        return None
     sign = 1 if kind is GCounter else draw(st.sampled_from([1, -1]))
     return (draw(st.integers(low, 3)), sign)
 
@@ -88,7 +120,7 @@ def _arg(kind: type[CRDT], draw: Any, low: int = 0) -> Any:
 def test_an_in_place_write_is_its_mutator_without_the_delta(data: st.DataObject) -> None:
     path = data.draw(st.sampled_from([p for p in PATHS if len(p) == 1]))
     kind = path[0][1]
-    mine, theirs = ORMap("r1"), ORMap("r2")
+    mine, theirs = _map("r1"), _map("r2")
     for _ in range(data.draw(st.integers(0, 6))):  # a history: own writes and a peer's
         who = data.draw(st.sampled_from([mine, theirs]))
         arg = _arg(kind, data.draw)
@@ -111,6 +143,8 @@ def test_an_in_place_write_is_its_mutator_without_the_delta(data: st.DataObject)
         assert delta._entries == {named: (dot,)}
     else:
         assert [(e[0], e[1]) for e in delta._entries] == [dot]
+    if kind in (LWWRegister, MVRegister, EWFlag):  # the write supersedes every entry seen
+        assert delta._entries == _at(mine, path)._entries
 
 
 @settings(max_examples=examples(300))
@@ -119,7 +153,7 @@ def test_a_group_fed_in_place_writes_builds_the_group_of_their_deltas(
     data: st.DataObject,
 ) -> None:
     """Random writes, some in place, with merges and removes between; twin replicas."""
-    fast, slow, peer = ORMap("me"), ORMap("me"), ORMap("peer")
+    fast, slow, peer = _map("me"), _map("me"), _map("peer")
     for path in data.draw(st.lists(st.sampled_from(PATHS), max_size=3)):  # a prior state
         delta = _update(peer, path, _mutator(path[-1][1], _arg(path[-1][1], data.draw)))
         fast.merge(delta)
@@ -176,7 +210,7 @@ def test_step_refuses_a_path_the_group_does_not_name(path: Path) -> None:
     state = ORMap("me")
     group = LocalGroup(state)
     kind = path[-1][1]
-    arg = "x" if kind is ORSet else (1, 1)
+    arg = (1, 1) if kind in (PNCounter, GCounter) else "x"
     assert not group.step(path, _in_place(kind), arg)
     assert state == ORMap("me") and group.writes == 0
     group.add(_update(state, path, _mutator(kind, arg)))

@@ -223,7 +223,9 @@ def test_bad_durability_and_bad_directories_are_refused(tmp_path: Path) -> None:
 
 _BATCH_OPS = st.lists(
     st.tuples(
-        st.sampled_from(["add", "add", "add", "discard", "clear", "up", "down", "drop"]),
+        st.sampled_from(
+            ["add", "add", "add", "discard", "clear", "up", "down", "put", "on", "off", "drop"]
+        ),
         st.sampled_from(["s", "m"]),
         st.integers(0, 5),
     ),
@@ -249,6 +251,12 @@ def test_batches_of_writes_applied_in_place_reload_as_written(
         elif op in ("up", "down"):
             counter = container.counter("done")
             counter.increment(i) if op == "up" else counter.decrement(i)
+        elif op == "put":
+            container.register("status").set(i)
+            container.mvregister("plan").set(i)
+        elif op in ("on", "off"):
+            flag = container.flag("ready")
+            flag.enable() if op == "on" else flag.disable()
         elif where == "m" and i % 2 in on.map("m"):
             on.map("m").remove(i % 2)
 
