@@ -551,9 +551,9 @@ class Node(Container):
         """Apply ``fn`` (a mutator returning its delta) at ``path``, log and spread it.
 
         ``in_place(replica, arg)``, where given, is the same write without a
-        delta (``LocalGroup.step``): a batch's later writes to a replica, or
-        a write of a node without a store, record it into the pending delta
-        group instead. A write logged on its own needs its delta.
+        delta (``SyncEngine.step_local``), which a batch's writes and those of
+        a node without a store take where they can. A write logged on its own
+        needs its delta.
         """
         if self.read_only:
             raise ReadOnlyError(f"node {self.node_id} is read-only: it pulls state, never writes")

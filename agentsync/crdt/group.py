@@ -95,12 +95,9 @@ class LocalGroup(Generic[T]):
             if all(frozen is key for (frozen, _), (key, _) in zip(steps, path, strict=True)):
                 # keys that freeze to themselves cannot change under the cache (a list can)
                 self._path, self._steps, self._leaf = path, steps, names
-        replica: Any = self._replica
-        for frozen, tag in steps:
-            fields = replica._fields.get(frozen)
-            replica = fields.get(tag) if fields else None
-            if replica is None:
-                return False
+        replica = _held_at(self._replica, steps)
+        if replica is None:
+            return False
         ctx = self._ctx
         if ctx._vv:
             return False
@@ -124,3 +121,29 @@ class LocalGroup(Generic[T]):
     def build(self) -> T:
         """The joined delta of every write added: a new delta, independent of the replica."""
         return self._replica._extract(self._names, self._ctx.copy())
+
+
+def write_in_place(replica: CRDT, path: NestedPath, in_place: WriteInPlace, arg: Any) -> bool:
+    """Write ``in_place(nested, arg)`` to the nested replica at ``path`` when it is held,
+    recording nothing; False, with nothing written, where it is not.
+
+    For a replica whose writes no one needs as deltas (a node with no peer and
+    no log): a held nested replica passed ``ORMap.update``'s checks when it
+    was made, and a write that only adds entries cannot empty it, so the
+    write is ``update``'s without the deltas thrown away.
+    """
+    nested = _held_at(replica, tuple((freeze_key(key), kind.TAG) for key, kind in path))
+    if nested is None:
+        return False
+    in_place(nested, arg)
+    return True
+
+
+def _held_at(replica: Any, steps: tuple[tuple[Hashable, str], ...]) -> Any:
+    """The nested replica under ``steps`` (frozen keys and tags) from ``replica``, or None."""
+    for frozen, tag in steps:
+        fields = replica._fields.get(frozen)
+        replica = fields.get(tag) if fields else None
+        if replica is None:
+            return None
+    return replica

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agentsync.crdt.codec import MAX_ENCODED_BYTES, decode, encode, encode_decodable
-from agentsync.crdt.group import NestedPath, WriteInPlace
+from agentsync.crdt.group import NestedPath, WriteInPlace, write_in_place
 from agentsync.crdt.hlc import ClockSkewError
 from agentsync.crdt.ormap import ORMap
 from agentsync.crdt.values import INT64_MAX, check_replica_id
@@ -467,10 +467,14 @@ class SyncEngine:
     def step_local(self, path: NestedPath, in_place: WriteInPlace, arg: Any) -> bool:
         """Apply a local write to ``state`` in place and note it so that it spreads,
         making no delta, where the pending delta group already names ``path``
-        (``LocalGroup.step``); False, with nothing written, where the caller is to
-        make the delta and ``record_local`` it."""
+        (``LocalGroup.step``), or, with no peer and no log to feed, wherever the
+        replica at ``path`` is held; False, with nothing written, where the caller
+        is to make the delta and ``record_local`` it."""
         if self._tracked or self._buffer.log is not None:
             return self._buffer.step(path, in_place, arg)
+        if write_in_place(self.state, path, in_place, arg):
+            self._buffer.skip()  # as record_local does when no one needs the delta
+            return True
         return False
 
     def log_writes(self) -> None:

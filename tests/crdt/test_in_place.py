@@ -11,7 +11,10 @@ delta group records the key and dots its delta would have named. The laws:
   delta as a twin replica's group fed every write as a delta, and the two
   replicas are equal throughout;
 * where the group does not name the path yet (or the replica at it has gone),
-  ``step`` refuses and writes nothing.
+  ``step`` refuses and writes nothing;
+* with nothing to record (no peer, no log), ``write_in_place`` writes as the
+  mutator through ``ORMap.update`` does wherever the replica is held, and
+  refuses where it is not.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from agentsync.crdt import (
     decode,
     encode,
 )
-from agentsync.crdt.group import LocalGroup
+from agentsync.crdt.group import LocalGroup, write_in_place
 from tests.crdt.strategies import examples
 
 Path = tuple[tuple[Hashable, type[CRDT]], ...]
@@ -238,3 +241,39 @@ def test_step_looks_a_mutable_key_up_afresh_each_time() -> None:
     assert not group.step(path, ORSet._add_in_place, "z")
     assert state == before
     assert state.value == {"m": {(1, 2): frozenset({"x", "y"})}}
+
+
+@settings(max_examples=examples(200))
+@given(data=st.data())
+def test_writing_in_place_with_nothing_to_record_is_the_update(data: st.DataObject) -> None:
+    fast, slow, peer = _map("me"), _map("me"), _map("peer")
+    for _ in range(data.draw(st.integers(1, 30))):
+        path = data.draw(st.sampled_from(PATHS))
+        kind = path[-1][1]
+        arg = _arg(kind, data.draw)
+        if data.draw(st.integers(0, 3)) == 0:  # a peer's write, or a key removed
+            if path[0][0] in fast and data.draw(st.booleans()):
+                fast.remove(path[0][0])
+                slow.remove(path[0][0])
+            else:
+                delta = _update(peer, path, _mutator(kind, arg))
+                fast.merge(delta.copy())
+                slow.merge(delta)
+        else:
+            held = _held(fast, path)
+            wrote = write_in_place(fast, path, _in_place(kind), arg)
+            assert wrote == held
+            if not wrote:
+                _update(fast, path, _mutator(kind, arg))
+            _update(slow, path, _mutator(kind, arg))
+        assert fast == slow
+        assert set(fast._ctx) == set(slow._ctx)
+
+
+def _held(state: ORMap, path: Path) -> bool:
+    replica: Any = state
+    for key, kind in path:
+        replica = replica.get(key) if isinstance(replica, ORMap) else None
+        if type(replica) is not kind:
+            return False
+    return True
