@@ -14,9 +14,11 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sized
 from typing import Any
 
+from agentsync.crdt import CRDT, LWWMap, ORMap
+from agentsync.crdt.setbase import SetBase
 from agentsync.sync import SyncEngine
 
 MAX_PEERS = 200
@@ -58,7 +60,7 @@ def report(
             "name": clip(name),
             "type": type(replica).__name__,
             "size": len(replica) if isinstance(replica, Sized) else None,
-            "value": preview(replica.value),
+            "value": preview(replica),
         }
         for name, replica in heapq.nsmallest(MAX_NAMES, items, key=lambda item: item[0])
     ]
@@ -111,7 +113,11 @@ def clip(text: str, limit: int = MAX_CHARS) -> str:
 
 
 def preview(value: Any, limit: int = MAX_CHARS) -> str:
-    """``value`` as JSON-like text of at most ``limit`` characters, walked only that far."""
+    """``value`` as JSON-like text of at most ``limit`` characters, walked only that far.
+
+    A replica is read in place, not through its ``value`` (which copies the
+    whole of a set or map): call it under the lock that guards the replica.
+    """
     out: list[str] = []
     budget = _write(value, out, limit + 1)
     text = "".join(out)
@@ -128,16 +134,33 @@ def _write(value: Any, out: list[str], budget: int) -> int:
         piece = json.dumps(value)
     elif isinstance(value, bytes):
         piece = f"<{len(value)} bytes>"
+    elif isinstance(value, (ORMap, LWWMap)):  # shown as its value would be, nested replicas too
+        return _write_all(value.iter_items(), "{}", out, budget)
+    elif isinstance(value, SetBase):
+        return _write_set(value.iter_elements(), out, budget)
+    elif isinstance(value, CRDT):  # a counter, register or flag: its value is small
+        return _write(value.value, out, budget)
     elif isinstance(value, Mapping):
         return _write_all(value.items(), "{}", out, budget)
-    elif isinstance(value, frozenset) and len(value) <= SORTED_UP_TO:
-        return _write_all(enumerate(sorted(value, key=repr)), "[]", out, budget)
+    elif isinstance(value, frozenset):
+        return _write_set(iter(value), out, budget)
     elif isinstance(value, Iterable):
         return _write_all(enumerate(value), "[]", out, budget)
     else:
         piece = repr(value)[:budget]
     out.append(piece)
     return budget - len(piece)
+
+
+def _write_set(elements: Iterator[Hashable], out: list[str], budget: int) -> int:
+    """Append a set's elements: sorted if it has at most ``SORTED_UP_TO``, else as they come.
+
+    Only ``SORTED_UP_TO + 1`` elements are taken to tell, not the whole set.
+    """
+    head = list(itertools.islice(elements, SORTED_UP_TO + 1))
+    if len(head) <= SORTED_UP_TO:
+        return _write_all(enumerate(sorted(head, key=repr)), "[]", out, budget)
+    return _write_all(enumerate(itertools.chain(head, elements)), "[]", out, budget)
 
 
 def _write_all(pairs: Iterable[tuple[Any, Any]], brackets: str, out: list[str], budget: int) -> int:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentsync.status import ELLIPSIS, MAX_CHARS, clip, lag, preview
+from agentsync.crdt import GSet, LWWMap, ORMap, ORSet
+from agentsync.status import ELLIPSIS, MAX_CHARS, SORTED_UP_TO, clip, lag, preview
+from tests.crdt.strategies import examples, lattice_elements, worlds
+from tests.crdt.strategies import values as plain_values
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
 values = st.recursive(
@@ -49,6 +52,47 @@ def test_a_huge_value_is_walked_only_as_far_as_it_is_shown() -> None:
     text = preview(Endless())
     assert len(text) == MAX_CHARS and text.startswith("[1, 2, 3") and text.endswith(ELLIPSIS)
     assert len(preview("x" * 10_000_000)) == MAX_CHARS
+
+
+LIMITS = st.sampled_from([2, 17, MAX_CHARS, 10**6])
+
+
+@settings(max_examples=examples(150))
+@given(worlds(snapshots=True, check_every_step=False), LIMITS)
+def test_a_replica_previews_as_its_value_does(world: Any, limit: int) -> None:
+    """Read in place, every type (maps nested in maps, deltas too) shows what its value shows."""
+    for replica in lattice_elements(world, deltas=True):
+        assert preview(replica, limit) == preview(replica.value, limit)
+
+
+set_elements = (
+    st.text(max_size=8) | st.integers(-(2**63), 2**63 - 1) | st.tuples(st.text(max_size=3))
+)
+
+
+@given(
+    st.lists(set_elements, min_size=1, max_size=SORTED_UP_TO, unique=True)
+    | st.lists(set_elements, min_size=SORTED_UP_TO + 1, max_size=SORTED_UP_TO + 8, unique=True),
+    st.dictionaries(st.text(max_size=4), plain_values(), max_size=8),
+    LIMITS,
+)
+def test_sets_of_any_size_preview_in_maps_as_their_value(
+    elements: list[Any], plain: dict[str, Any], limit: int
+) -> None:
+    """Sets on both sides of ``SORTED_UP_TO``, nested: sorted up to it, else in the order added."""
+    top = ORMap("a")
+    for element in elements:
+        top.update("s", ORSet, lambda s, e=element: s.add(e))
+        top.update(("g", 1), ORMap, lambda m, e=element: m.update(0, GSet, lambda g: g.add(e)))
+    for key, value in plain.items():
+        top.update("w", LWWMap, lambda m, k=key, v=value: m.set(k, v))
+    if len(elements) <= SORTED_UP_TO:
+        assert preview(top, limit) == preview(top.value, limit)
+    else:  # a frozenset's order is its own, the replica's the order of adds
+        expected: dict[Any, Any] = {"s": tuple(elements), ("g", 1): {0: tuple(elements)}}
+        if plain:
+            expected["w"] = top["w"].value
+        assert preview(top, limit) == preview(expected, limit)
 
 
 def test_clip() -> None:

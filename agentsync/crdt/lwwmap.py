@@ -114,13 +114,20 @@ class LWWMap(Clocked, KeyedStore):
 
     def items(self) -> list[tuple[Hashable, Value]]:
         """The present (key, value) pairs."""
-        pairs = []
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[tuple[Hashable, Value]]:
+        """``items`` one pair at a time, read in place: nothing is copied.
+
+        For a walk that may stop early over a big map (the status page's
+        preview). It reads the live store: use it up or drop it before the
+        next write to the map.
+        """
         for key, dots in self._entries.items():
             if dots:
                 value = lww_winner(dots)[3]
                 if value is not TOMBSTONE:
-                    pairs.append((key, value))
-        return pairs
+                    yield key, value
 
     # -- mutators -------------------------------------------------------------
 

@@ -103,12 +103,19 @@ class ORMap(Clocked):
 
     def items(self) -> list[tuple[Hashable, CRDT]]:
         """The present keys with their nested replicas (for reading)."""
-        pairs = []
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[tuple[Hashable, CRDT]]:
+        """``items`` one pair at a time, read in place: nothing is copied.
+
+        For a walk that may stop early over a big map (the status page's
+        preview). It reads the live store: use it up or drop it before the
+        next write to the map or to a replica nested in it.
+        """
         for key, fields in self._fields.items():
             nested = self._shown(fields)
             if nested is not None:
-                pairs.append((key, nested))
-        return pairs
+                yield key, nested
 
     def only(self, keep: Callable[[Hashable], bool]) -> ORMap:
         """A copy with only the keys ``keep`` accepts, under this map's *whole* causal context.

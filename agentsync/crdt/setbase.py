@@ -49,6 +49,16 @@ class SetBase(KeyedStore):
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._live_keys()))
 
+    def iter_elements(self) -> Iterator[Hashable]:
+        """The elements one at a time, read in place: nothing is copied.
+
+        For a walk that may stop early over a big set (the status page's
+        preview). Unlike iterating the set, which copies so that the caller
+        may write meanwhile, this reads the live store: use it up or drop it
+        before the next write to the set.
+        """
+        return self._live_keys()
+
     def add(self: S, element: object) -> S:
         """Add ``element`` with a new dot, superseding its observed dots.
 

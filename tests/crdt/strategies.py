@@ -827,13 +827,14 @@ def check_reads(replica: CRDT, expect: Any) -> None:
     if isinstance(replica, (GSet, ORSet)):
         assert len(replica) == len(expect)
         assert set(replica) == expect
+        assert frozenset(replica.iter_elements()) == expect
         for element in ELEMENTS:
             assert (element in replica) == (element in expect)
         assert {"a": 1} not in replica  # unhashable: never an element
     elif isinstance(replica, LWWMap):
         assert len(replica) == len(expect)
         assert sorted(map(repr, replica)) == sorted(map(repr, expect))
-        assert dict(replica.items()) == expect
+        assert dict(replica.items()) == expect == dict(replica.iter_items())
         assert set(replica.keys()) == set(expect)
         for key in (*MAP_KEYS, *expect):
             assert (key in replica) == (key in expect)
@@ -849,6 +850,7 @@ def check_reads(replica: CRDT, expect: Any) -> None:
         assert len(replica) == len(expect)
         assert set(replica.keys()) == set(expect)
         assert {key: nested.value for key, nested in replica.items()} == expect
+        assert {key: nested.value for key, nested in replica.iter_items()} == expect
         for key in (*MAP_KEYS, *expect):
             assert (key in replica) == (key in expect)
             if key in expect:

@@ -8,11 +8,15 @@ the lag a peer's reported version vector gives.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from agentsync import Node
+from agentsync.crdt import LWWMap, ORMap
+from agentsync.crdt.setbase import SetBase
 from agentsync.status import ELLIPSIS, MAX_CHARS, MAX_NAMES
 from tests.node.helpers import run, started, stop_all
 
@@ -77,6 +81,49 @@ def test_names_and_values_are_bounded_and_sorted() -> None:
         assert names[2] == {"name": "c000", "type": "PNCounter", "size": None, "value": "1"}
         assert cut["name"] == "a" * (MAX_CHARS - 1) + ELLIPSIS
         assert len(cut["value"]) == MAX_CHARS and cut["value"].endswith(ELLIPSIS)
+
+    run(scenario())
+
+
+def test_big_values_are_previewed_in_place_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's poll walks a set and an LWWMap of 100k and an ORMap of 20k, each in a map,
+    only as far as it shows them: no whole value is built, no big set or map listed."""
+
+    def copied(replica: Any) -> Any:
+        raise AssertionError(f"a {type(replica).__name__}'s whole value was built")
+
+    def small_only(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def guarded(replica: Any) -> Any:
+            assert len(replica) < 1000, f"a {type(replica).__name__} of {len(replica)} was listed"
+            return read(replica)
+
+        return guarded
+
+    async def scenario() -> None:
+        [node] = await started(Node("big"))
+        try:
+            with node.batch():
+                elements, plain = node.map("a").set("s"), node.map("b").lwwmap("w")
+                for i in range(100_000):
+                    elements.add(i)
+                    plain[f"k{i}"] = i
+                nested = node.map("c").map("m")
+                for i in range(20_000):
+                    nested.counter(i).increment()
+            for kind in (SetBase, ORMap, LWWMap):
+                monkeypatch.setattr(kind, "value", property(copied))
+            monkeypatch.setattr(SetBase, "__iter__", small_only(SetBase.__iter__))
+            for kind in (ORMap, LWWMap):
+                monkeypatch.setattr(kind, "items", small_only(kind.items))
+            _, _, body = await fetch(node.url + "/v1/status")
+        finally:
+            monkeypatch.undo()
+            await stop_all([node])
+        starts = ['{"s": [0, 1, 2, ', '{"w": {"k0": 0, "k1": 1, ', '{"m": {"0": 1, "1": 1, ']
+        for shown, start in zip(body["names"], starts, strict=True):
+            assert shown["type"] == "ORMap" and shown["size"] == 1
+            assert len(shown["value"]) == MAX_CHARS and shown["value"].endswith(ELLIPSIS)
+            assert shown["value"].startswith(start)
 
     run(scenario())
 
