@@ -32,7 +32,13 @@ Path = tuple[tuple[Hashable, type[CRDT]], ...]
 
 
 class Owner(Protocol):
-    """What a handle needs from the Node that made it."""
+    """What a handle needs from the Node that made it.
+
+    ``_write`` applies ``fn`` (a mutator returning its delta); where the write
+    has one, ``in_place(replica, arg)`` is the same write without a delta,
+    which an owner may take instead (the Node does, ``SyncEngine.step_local``)
+    or ignore.
+    """
 
     def _read(self, path: Path) -> Any: ...
 

@@ -46,7 +46,10 @@ class Replica(Container):
         ((key, _kind),) = path
         return self.state.get(key)
 
-    def _write(self, path: Path, fn: Callable[[Any], Any]) -> None:
+    def _write(
+        self, path: Path, fn: Callable[[Any], Any], in_place: object = None, arg: object = None
+    ) -> None:
+        """Every write through its delta: the in-place form is the Node's shortcut."""
         wire = encode(_update(self.state, path, fn))
         for peer in self.peers:
             peer.inbox.append(wire)
