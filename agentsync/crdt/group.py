@@ -77,10 +77,11 @@ class LocalGroup(Generic[T]):
         name and its context's dots (``InPlace``), or None for a write that
         changed nothing. Where the group names ``path``, an earlier write made
         that nested replica and passed ``update``'s checks (the key's type, the
-        nesting depth), and a write that only adds entries cannot empty it: the
-        map deltas ``update`` would wrap around the nested delta add nothing the
-        group has not recorded. A durable batch's writes after its first to a
-        replica take this path.
+        nesting depth), and a write that leaves an entry (an add, a step, a
+        register set, an enable) cannot empty it: the map deltas ``update``
+        would wrap around the nested delta add nothing the group has not
+        recorded. A batch's writes after its first to a replica take this
+        path, and so do those of a node without a store between two exchanges.
         """
         if path is self._path:  # the same handle's path again: the same keys and names
             steps, names = self._steps, self._leaf
@@ -129,8 +130,8 @@ def write_in_place(replica: CRDT, path: NestedPath, in_place: WriteInPlace, arg:
 
     For a replica whose writes no one needs as deltas (a node with no peer and
     no log): a held nested replica passed ``ORMap.update``'s checks when it
-    was made, and a write that only adds entries cannot empty it, so the
-    write is ``update``'s without the deltas thrown away.
+    was made, and a write that leaves an entry cannot empty it, so the write
+    is ``update``'s without the deltas thrown away.
     """
     nested = _held_at(replica, tuple((freeze_key(key), kind.TAG) for key, kind in path))
     if nested is None:
