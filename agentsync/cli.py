@@ -118,8 +118,28 @@ def _at_least_one(what: str) -> Callable[[str], int]:
     return check
 
 
+def _read_file(path: str, what: str, limit: int) -> bytes:
+    """The bytes of the user's file at ``path`` (``what`` names it in errors).
+
+    CliError if it cannot be read or holds more than ``limit`` bytes: a file
+    too large is refused, never cut short.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise CliError(f"the {what} {path} is larger than {limit} bytes")
+    return data
+
+
+MAX_SECRET_FILE_BYTES = 64 << 10
+"""The largest secret file taken (its secret is at most 1,024 bytes, whitespace left out)."""
+
+
 def read_secret(path: str) -> bytes | str:
-    """The cluster secret in the file at ``path``; CliError if it is missing, empty or unusable.
+    """The cluster secret in the file at ``path``; CliError if it is missing, bad or too large.
 
     A file of UTF-8 text is a passphrase, its surrounding whitespace (the
     newline an editor adds) left out; any other file is a bytes secret, as
@@ -127,11 +147,7 @@ def read_secret(path: str) -> bytes | str:
     """
     from agentsync.security import check_secret
 
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(64 << 10)
-    except OSError as exc:
-        raise CliError(f"cannot read the secret file {path}: {exc.strerror or exc}") from None
+    data = _read_file(path, "secret file", MAX_SECRET_FILE_BYTES)
     try:
         secret: bytes | str = data.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -152,13 +168,7 @@ def read_acl(path: str) -> dict[str, Any]:
 
     The mapping itself is checked by ``Node``, which names the entry at fault.
     """
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ACL_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read the ACL file {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_ACL_FILE_BYTES:
-        raise CliError(f"the ACL file {path} is larger than {MAX_ACL_FILE_BYTES} bytes")
+    data = _read_file(path, "ACL file", MAX_ACL_FILE_BYTES)
     try:
         acl = json.loads(data)
     except ValueError as exc:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from agentsync.cli import main
+from agentsync.cli import MAX_SECRET_FILE_BYTES, CliError, main, read_secret
 from agentsync.node import Node
 from agentsync.transport.tls import fingerprint, node_uri
 from tests.tlscerts import Pki
@@ -366,8 +366,10 @@ def test_serve_mid_rotation_seals_with_its_first_secret_file_and_opens_with_ever
         (b"  \n", "is empty"),
         (b"short\n", "no usable secret"),
         (b"\xff" * 8, "no usable secret"),
+        # cut at 64 KiB, this file would hold the passphrase "a lab pa", not the one written
+        (b"\n" * ((64 << 10) - 8) + b"a lab passphrase\n", "is larger than 65536 bytes"),
     ],
-    ids=["missing", "empty", "blank", "short-passphrase", "short-bytes"],
+    ids=["missing", "empty", "blank", "short-passphrase", "short-bytes", "too-large"],
 )
 def test_a_bad_secret_file_is_one_line_exit_2(
     content: bytes | None, fragment: str, tmp_path: Path
@@ -381,6 +383,16 @@ def test_a_bad_secret_file_is_one_line_exit_2(
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
         assert fragment in lines[0] and str(path) in lines[0]
+
+
+def test_a_secret_file_is_taken_up_to_its_limit_and_refused_past_it(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    passphrase = b"a lab passphrase"
+    path.write_bytes(b"\n" * (MAX_SECRET_FILE_BYTES - len(passphrase)) + passphrase)
+    assert read_secret(str(path)) == "a lab passphrase"
+    path.write_bytes(b"\n" + path.read_bytes())
+    with pytest.raises(CliError, match=f"is larger than {MAX_SECRET_FILE_BYTES} bytes"):
+        read_secret(str(path))
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
