@@ -167,6 +167,23 @@ def test_same_results_as_langgraphs_in_memory_store(
     assert ours  # a scenario that returned nothing would compare nothing
 
 
+def test_bytes_come_back_as_bytes_as_from_in_memory_store() -> None:
+    """Thawing a stored value makes dicts and lists again but leaves bytes as bytes,
+    at the top level of the value and nested in a dict or a list."""
+    value = {"raw": b"\x00\xff", "nested": {"blob": b"abc"}, "list": [b"x", {"deep": b""}]}
+    ours, theirs = AgentsyncStore(Node("a")), InMemoryStore()
+    for store in (ours, theirs):
+        store.put(("n",), "k", value)
+    got = ours.get(("n",), "k")
+    assert got is not None
+    (hit,) = ours.search(("n",))
+    for back in (got.value, hit.value):
+        assert back == value
+        for part in (back["raw"], back["nested"]["blob"], back["list"][0], back["list"][1]["deep"]):
+            assert type(part) is bytes
+    assert plain(got) == plain(theirs.get(("n",), "k"))
+
+
 def test_items_carry_times_and_created_at_survives_an_update() -> None:
     store = AgentsyncStore(Node("a"))
     store.put(("n",), "k", {"v": 1})
