@@ -111,6 +111,20 @@ class HostNode:
         value = answer.get("names", {}).get(name, {}).get("value", [])
         return set(value)
 
+    def reached(self) -> set[str]:
+        """The test hosts this node holds alive and has exchanged with at least once.
+
+        A peer named by another's gossip is alive from the start, before it
+        is reached; if it never answers it is dropped, not judged dead.
+        """
+        return {
+            peer["url"]
+            for peer in self.health().get("peers", [])
+            if not peer["url"].startswith("http://127.")
+            and peer["state"] == "alive"
+            and peer["last_ok_s_ago"] is not None
+        }
+
     def states(self) -> dict[str, str]:
         """Each member's state by node id, for the members that are test hosts."""
         return {

@@ -33,9 +33,13 @@ def start(hosts: Hosts, tmp_path: Path, count: int, **kwargs: object) -> list[Ho
 
 
 def all_alive(nodes: list[HostNode]) -> Callable[[], bool]:
+    """Every host alive on every other, and reached: a host known only from gossip is
+    alive too, but a cut before it is reached drops it instead of judging it dead."""
+
     def check() -> bool:
         return all(
             node.states() == {other.url(): "alive" for other in nodes if other is not node}
+            and node.reached() == {other.url() for other in nodes if other is not node}
             for node in nodes
         )
 
