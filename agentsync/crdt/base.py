@@ -64,6 +64,7 @@ def bare_delta(kind: type[T], replica_id: str, cloud: set[tuple[str, int]]) -> T
 
 
 Store = TypeVar("Store", bound="KeyedStore")
+Flat = TypeVar("Flat", bound="FlatStore")
 
 _dot_of = itemgetter(0, 1)
 """An entry's dot (an entry of a DotSet is its dot already)."""
@@ -586,8 +587,8 @@ class FlatStore(CRDT):
         return None, (entry[0], entry[1]), dropped
 
     def _replace(
-        self: T, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
-    ) -> T:
+        self: Flat, entry: Entry, dropped: tuple[Entry, ...], kept: list[Entry] | None = None
+    ) -> Flat:
         """Store ``entry`` beside ``kept`` (the rest goes), superseding ``dropped``.
 
         Returns the delta: ``entry`` under a context of its dot and the dropped ones.
@@ -595,9 +596,9 @@ class FlatStore(CRDT):
         cloud = {(entry[0], entry[1])}
         for old in dropped:
             cloud.add((old[0], old[1]))
-        FlatStore._put_entry(self, entry, kept)  # type: ignore[arg-type]  # T is a FlatStore
+        self._put_entry(entry, kept)
         delta = bare_delta(type(self), self._rid, cloud)
-        delta._entries = (entry,)  # type: ignore[attr-defined]
+        delta._entries = (entry,)
         clock = self._clock()
         if clock is not None:
             delta._hlc = clock  # type: ignore[attr-defined]

@@ -86,7 +86,7 @@ class LocalGroup(Generic[T]):
         if path is self._path:  # the same handle's path again: the same keys and names
             steps, names = self._steps, self._leaf
         else:
-            steps = tuple((freeze_key(key), kind.TAG) for key, kind in path)
+            steps = _frozen(path)
             names = self._names
             for frozen, tag in steps:
                 held = (names.get(frozen) or {}).get(tag)
@@ -133,11 +133,16 @@ def write_in_place(replica: CRDT, path: NestedPath, in_place: WriteInPlace, arg:
     was made, and a write that leaves an entry cannot empty it, so the write
     is ``update``'s without the deltas thrown away.
     """
-    nested = _held_at(replica, tuple((freeze_key(key), kind.TAG) for key, kind in path))
+    nested = _held_at(replica, _frozen(path))
     if nested is None:
         return False
     in_place(nested, arg)
     return True
+
+
+def _frozen(path: NestedPath) -> tuple[tuple[Hashable, str], ...]:
+    """``path``'s keys frozen as ``ORMap.update`` freezes them, each with its type's tag."""
+    return tuple((freeze_key(key), kind.TAG) for key, kind in path)
 
 
 def _held_at(replica: Any, steps: tuple[tuple[Hashable, str], ...]) -> Any:
