@@ -110,10 +110,6 @@ class _Keyed(_Collection):
         return [] if replica is None else replica.keys()
 
 
-_STEP: WriteInPlace = PNCounter._step_in_place
-"""A counter's step, ``(n, sign)``, applied in place (``Owner._write``)."""
-
-
 class CounterHandle(Handle):
     """A PNCounter: ``increment``, ``decrement``, ``value``."""
 
@@ -123,11 +119,11 @@ class CounterHandle(Handle):
 
     def increment(self, n: int = 1) -> None:
         """Add ``n`` (an int >= 0)."""
-        self._owner._write(self._path, lambda c: c.increment(n), _STEP, (n, 1))
+        self._owner._write(self._path, lambda c: c.increment(n), PNCounter._step_in_place, (n, 1))
 
     def decrement(self, n: int = 1) -> None:
         """Subtract ``n`` (an int >= 0)."""
-        self._owner._write(self._path, lambda c: c.decrement(n), _STEP, (n, -1))
+        self._owner._write(self._path, lambda c: c.decrement(n), PNCounter._step_in_place, (n, -1))
 
 
 class SetHandle(_Collection):
