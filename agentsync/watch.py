@@ -3,12 +3,12 @@
 Each refresh reads ``GET /v1/status`` once. A refresh that fails (the node
 down or restarting, a timeout, an HTTP error, a body that is not a status)
 is shown as such and the watch goes on: it is for following a node through
-trouble, and the view resumes when the node answers again. On a terminal with rich installed
-(the ``cli`` extra) every peer gets progress bars: the dots of this node it
-has seen, and the pieces of a snapshot under way. Anywhere else it prints one
-line per refresh (one JSON object with ``--json``), which scripts and logs
-can read. rich is imported only on that path, so it is not a runtime
-dependency.
+trouble, and the view resumes when the node answers again. On a terminal
+with rich installed (the ``cli`` extra) every peer gets progress bars: the
+dots of this node it has seen, and the pieces of a snapshot under way.
+Anywhere else it prints one line per refresh (one JSON object with
+``--json``), which scripts and logs can read. rich is imported only on that
+path, so it is not a runtime dependency.
 """
 
 from __future__ import annotations

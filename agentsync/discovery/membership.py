@@ -49,6 +49,7 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal, get_args
 
 from agentsync.crdt.values import MAX_REPLICA_ID_CHARS
@@ -449,7 +450,7 @@ class Membership:
             return None
         if len(entries) == 1:
             return next(iter(entries))
-        return min(entries.values(), key=_added_order).url
+        return min(entries.values(), key=attrgetter("order")).url
 
     def __iter__(self) -> Iterator[str]:
         """The members' URLs, in the order they became known."""
@@ -534,10 +535,6 @@ class Membership:
             return entry.since if probed is None else probed + interval / 2
         assert entry.retry_at is not None
         return entry.retry_at if probed is None else max(entry.retry_at, probed + interval)
-
-
-def _added_order(entry: _Entry) -> int:
-    return entry.order
 
 
 def _check_time(value: object, name: str) -> float:
