@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from agentsync.crdt.base import KeyedStore, bare_delta
@@ -70,6 +70,37 @@ class SetBase(KeyedStore):
         key, dot, old = self._add_in_place(element)
         delta = bare_delta(type(self), self._rid, {dot, *old} if old else {dot})
         delta._entries = {key: (dot,)}
+        return delta
+
+    def add_all(self: S, elements: Iterable[object]) -> S:
+        """Add every element of ``elements`` as one write: one delta, for all or none.
+
+        The same as adding the distinct elements one by one in their order
+        (the same dots, the same state), but one call and one delta, which a
+        peer merges whole. Every element is checked before any is added: a
+        bad one raises with nothing changed. A str or bytes is refused (it
+        would add its characters): add it with ``add``.
+        """
+        if isinstance(elements, (str, bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"add_all takes an iterable of elements, not a {type(elements).__name__}: "
+                "use add() to add one"
+            )
+        frozen = dict.fromkeys(map(freeze_key, elements))  # all checked first; a repeat adds once
+        if self._delta:
+            self._ensure_replica()
+        if not frozen:
+            return self._delta_shell(())
+        added: dict[Hashable, tuple[Entry, ...]] = {}
+        cloud: set[tuple[str, int]] = set()
+        add = self._add_in_place
+        for element in frozen:
+            key, dot, old = add(element)
+            added[key] = (dot,)
+            cloud.add(dot)
+            cloud.update(old)
+        delta = bare_delta(type(self), self._rid, cloud)
+        delta._entries = added
         return delta
 
     def _add_in_place(self, element: object) -> InPlace:

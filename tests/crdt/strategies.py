@@ -53,6 +53,7 @@ from agentsync.crdt import (
     decode,
     encode,
 )
+from agentsync.crdt.setbase import SetBase
 
 T = TypeVar("T")
 Draw = Callable[[st.SearchStrategy[T]], T]
@@ -632,6 +633,8 @@ class World:
         return delta
 
     def _gset(self, op: _Op, obj: GSet, path: Path) -> GSet:
+        if op.draw(st.booleans()):
+            return self._add_all(op, obj, path)
         element = op.draw(st.sampled_from(ELEMENTS))
         observed = [e for e in self.model.alive_at(op.rid, path) if e.elem == element]
         delta = obj.add(element)  # a re-add issues a dot too (it must beat a concurrent reset)
@@ -639,8 +642,22 @@ class World:
         assert element in obj
         return delta
 
+    def _add_all(self, op: _Op, obj: SetBase, path: Path) -> SetBase:
+        """``add_all`` of a few elements, repeats included: an add of each distinct one."""
+        elements = op.draw(st.lists(st.sampled_from(ELEMENTS), max_size=4))
+        delta = obj.add_all(iter(elements))  # any iterable, read once
+        for element in dict.fromkeys(elements):
+            observed = [e for e in self.model.alive_at(op.rid, path) if e.elem == element]
+            self._record(op, path, "add", issues_dot=True, elem=element, kills=observed)
+            assert element in obj
+        return delta
+
     def _orset(self, op: _Op, obj: ORSet, path: Path, top: bool) -> ORSet | None:
-        action = op.draw(st.sampled_from(("add", "add", "add", "remove", "discard", "clear")))
+        action = op.draw(
+            st.sampled_from(("add", "add", "add", "add_all", "remove", "discard", "clear"))
+        )
+        if action == "add_all":
+            return self._add_all(op, obj, path)
         element = op.draw(st.sampled_from(ELEMENTS))
         alive = self.model.alive_at(op.rid, path)
         observed = [e for e in alive if e.elem == element]

@@ -39,6 +39,7 @@ from agentsync.crdt import (
     encode,
 )
 from tests.crdt.strategies import (
+    ELEMENTS,
     MAX_SKEW_NS,
     NAMED_SPECS,
     RIDS,
@@ -250,6 +251,44 @@ def test_orset_clear_removes_what_it_observed() -> None:
     a.merge(cleared)
     b.merge(a)
     assert a.value == b.value == frozenset({2, 4})
+
+
+@pytest.mark.parametrize("kind", [ORSet, GSet])
+@settings(max_examples=examples(100))
+@given(
+    before=st.lists(st.sampled_from(ELEMENTS), max_size=4),
+    elements=st.lists(st.sampled_from(ELEMENTS), max_size=8),
+)
+def test_add_all_is_the_adds_of_the_distinct_elements_in_order(
+    kind: type[ORSet | GSet], before: list[Any], elements: list[Any]
+) -> None:
+    bulk, one_by_one = kind("a"), kind("a")
+    for element in before:
+        bulk.add(element)
+        one_by_one.add(element)
+    delta = bulk.add_all(elements)
+    deltas = [one_by_one.add(element) for element in dict.fromkeys(elements)]
+    assert bulk == one_by_one  # the same dots, the same state
+    if deltas:
+        assert delta == join_all(deltas)
+    assert delta.value == frozenset(elements)
+    elsewhere = kind("b")
+    elsewhere.merge(delta)
+    assert elsewhere.value == frozenset(elements)
+
+
+def test_add_all_checks_every_element_before_adding_any() -> None:
+    s = ORSet("a")
+    s.add("kept")
+    before = s.copy()
+    with pytest.raises(TypeError, match="hashable"):
+        s.add_all(["new", {"a": 1}])
+    for text in ("abc", b"abc", bytearray(b"abc")):
+        with pytest.raises(TypeError, match="use add"):
+            s.add_all(text)  # would add its characters
+    assert s == before
+    assert s.add_all(()).value == frozenset() and s == before  # an empty delta, no dot
+    assert s.add_all(x for x in ["g"]).value == frozenset({"g"})  # any iterable, read once
 
 
 @settings(max_examples=examples(100))

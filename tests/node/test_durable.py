@@ -224,7 +224,7 @@ def test_bad_durability_and_bad_directories_are_refused(tmp_path: Path) -> None:
 _BATCH_OPS = st.lists(
     st.tuples(
         st.sampled_from(
-            ["add", "add", "add", "discard", "clear", "up", "down", "put", "on", "off", "drop"]
+            ["add"] * 3 + ["update", "discard", "clear", "up", "down", "put", "on", "off", "drop"]
         ),
         st.sampled_from(["s", "m"]),
         st.integers(0, 5),
@@ -248,6 +248,8 @@ def test_batches_of_writes_applied_in_place_reload_as_written(
         if op in ("add", "discard", "clear"):
             target = container.set("tasks")
             target.add(i) if op == "add" else target.clear() if op == "clear" else target.discard(i)
+        elif op == "update":
+            container.set("tasks").update(range(i, 2 * i))
         elif op in ("up", "down"):
             counter = container.counter("done")
             counter.increment(i) if op == "up" else counter.decrement(i)

@@ -42,6 +42,22 @@ def test_counter_set_register_flag() -> None:
     assert done.value is False
 
 
+def test_set_update_adds_many_in_one_write() -> None:
+    node = Node("a")
+    changes: list[Change] = []
+    node.subscribe(changes.append)
+    tags = node.set("tags")
+    tags.update(["x", "y", "x"])
+    tags.update(f"t{i}" for i in range(3))
+    assert tags.value == frozenset({"x", "y", "t0", "t1", "t2"})
+    assert len(changes) == 2  # one write each
+    with pytest.raises(TypeError, match="use add"):
+        tags.update("abc")  # not split into characters
+    with pytest.raises(TypeError):
+        tags.update(["z", ["unhashable", {}]])
+    assert tags.value == frozenset({"x", "y", "t0", "t1", "t2"}) and len(changes) == 2
+
+
 def test_lwwmap_reads_like_a_dict() -> None:
     node = Node("a")
     m = node.lwwmap("config")
