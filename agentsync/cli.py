@@ -648,7 +648,8 @@ async def _watch(args: argparse.Namespace, out: TextIO) -> int:
     try:
         with stop_on_signals() as stopping:
             interval = args.watch or WATCH_INTERVAL_S
-            return await watch(fetch, out, stopping, interval, count=args.count, as_json=args.json)
+            shown = await watch(fetch, out, stopping, interval, count=args.count, as_json=args.json)
+            return 0 if shown else EXIT_ERROR
     finally:
         await client.close()
 

@@ -177,7 +177,7 @@ async def watch(
     *,
     count: int | None = None,
     as_json: bool = False,
-) -> int:
+) -> bool:
     """Show ``fetch()`` every ``interval`` seconds: ``count`` times, or until ``stopping`` is set.
 
     A refresh that raises ``RefreshError`` is shown as a failure and counts
@@ -185,10 +185,9 @@ async def watch(
     other. Any other exception from ``fetch`` ends the watch at once.
     The CLI sets ``stopping`` on SIGINT or SIGTERM: a watch then ends cleanly
     (the last view left on screen), under a supervisor or Ctrl-C. Either way
-    the result is that of the last refresh: 0 if it succeeded, 2 if it
-    failed (the exit code of ``agentsync status`` for a node it cannot read).
+    the result is whether the last refresh succeeded (the CLI's exit code).
     """
-    code = 0
+    succeeded = True
     with _view(out, as_json) as view:
         done = 0
         while not stopping.is_set():
@@ -196,13 +195,13 @@ async def watch(
                 status = await fetch()
             except RefreshError as exc:
                 view.failed(str(exc))
-                code = 2
+                succeeded = False
             else:
                 view.show(status)
-                code = 0
+                succeeded = True
             done += 1
             if done == count:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
-    return code
+    return succeeded
