@@ -52,6 +52,7 @@ from agentsync.errors import (
     ReadOnlyError,
 )
 from agentsync.handles import Container, H, Handle, Path
+from agentsync.metrics import exposition
 from agentsync.security import Channel, Keyring, Secret
 from agentsync.status import report
 from agentsync.store import DURABILITIES, Durability, Store, Stored, StoreError
@@ -1280,52 +1281,12 @@ class Node(Container):
     def metrics_text(self) -> str:
         """The Prometheus text exposition of the sync metrics."""
         with self._lock:
-            m = self._engine.metrics
-            rows = [
-                ("sync_rounds_total", "counter", "Exchanges completed.", m.rounds),
-                ("sync_bytes_sent_total", "counter", "Sync bytes sent.", m.bytes_sent),
-                ("sync_bytes_received_total", "counter", "Sync bytes received.", m.bytes_received),
-                ("sync_errors_total", "counter", "Refused or failed messages.", m.errors),
-                (
-                    "full_state_fallbacks_total",
-                    "counter",
-                    "Snapshots sent to peers with no usable ack.",
-                    m.full_state_fallbacks,
-                ),
-                (
-                    "sync_forged_total",
-                    "counter",
-                    "Messages refused for claiming dots this replica never issued.",
-                    m.forged,
-                ),
-                (
-                    "sync_denied_total",
-                    "counter",
-                    "Received deltas dropped for names their sender may not write.",
-                    m.denied,
-                ),
-                (
-                    "auth_failures_total",
-                    "counter",
-                    "Requests refused with 401: unauthenticated, forged, replayed or stale.",
-                    self._auth_failures,
-                ),
-                ("peers", "gauge", "Known peers.", len(self._membership)),
-                (
-                    "delta_buffer_bytes",
-                    "gauge",
-                    "Bytes held by the delta buffer.",
-                    self._engine.delta_buffer_bytes,
-                ),
-            ]
-        lines: list[str] = []
-        for name, kind, help_text, value in rows:
-            lines += (
-                f"# HELP agentsync_{name} {help_text}",
-                f"# TYPE agentsync_{name} {kind}",
-                f"agentsync_{name} {value}",
+            return exposition(
+                self._engine.metrics,
+                auth_failures=self._auth_failures,
+                peers=len(self._membership),
+                delta_buffer_bytes=self._engine.delta_buffer_bytes,
             )
-        return "\n".join(lines) + "\n"
 
 
 def _check_arguments(
