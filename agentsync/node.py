@@ -1014,8 +1014,12 @@ class Node(Container):
         return last is not None and time.monotonic() - last < self.gossip_interval
 
     def _wake_push(self) -> None:
+        """Wake the eager push after a local write: not while a wake is pending (the push
+        clears it before it sends, so it sends this write too), and not with no peer to
+        push to (the gossip round reaches a peer that comes later). A write from another
+        thread would otherwise wake the loop's thread each time."""
         loop, push = self._loop, self._push
-        if loop is None or push is None:
+        if loop is None or push is None or push.is_set() or not self._membership:
             return
         if _on_loop(loop):
             push.set()

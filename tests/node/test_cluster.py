@@ -14,6 +14,7 @@ import aiohttp
 import msgpack
 
 from agentsync import Node
+from agentsync.discovery import MembershipConfig
 from agentsync.node import Change
 from agentsync.sync import SyncEngine, encode_message
 from tests.node.helpers import converge, eventually, run, started, stop_all
@@ -235,6 +236,32 @@ def test_start_background_is_thread_safe() -> None:
         b.stop()
         a.stop()
     assert a._thread is None and b._thread is None
+
+
+def test_writes_from_another_thread_are_pushed_well_before_the_next_gossip_round() -> None:
+    """The eager push (``_wake_push``) carries a write from an agent's thread in a
+    fraction of the interval, again after each push; a write while a wake is pending
+    rides with it. Rounds and probes are 8 s and 60 s apart and the deadlines shorter,
+    so neither can be what delivered them."""
+    interval = 8.0  # the push waits a quarter of it (2 s) after each push
+    quiet = MembershipConfig(probe_interval=60.0)
+    a = Node.start_background("a", gossip_interval=interval, membership=quiet)
+    b = Node.start_background("b", gossip_interval=interval, membership=quiet, peers=[a.url])
+    try:
+        end = time.monotonic() + 20
+        while a.members() == [] or b.members()[0].last_contact is None:
+            assert time.monotonic() < end, "the first exchange never happened"
+            time.sleep(0.02)
+        for element in ("first", "second"):
+            began = time.monotonic()
+            b.set("s").add(element)
+            b.set("s").add(f"{element}, while a wake is pending")
+            while a.set("s").value != b.set("s").value:
+                assert time.monotonic() - began < interval - 3, f"{element} was not pushed"
+                time.sleep(0.02)
+    finally:
+        b.stop()
+        a.stop()
 
 
 def test_the_server_refuses_bad_requests_and_changes_nothing() -> None:
