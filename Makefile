@@ -48,6 +48,7 @@ bench: $(VENV)/.bench-installed $(VENV)/.dev-installed
 	$(BIN)/python bench/throughput.py --json bench/results/throughput.json
 	$(BIN)/python bench/icde19.py --json bench/results/icde19.json
 	$(BIN)/python bench/durability.py --json bench/results/durability.json
+	$(BIN)/python bench/compaction.py --json bench/results/compaction.json
 	$(BIN)/python bench/discovery.py --json bench/results/discovery.json
 	$(BIN)/python bench/security.py --json bench/results/security.json
 	$(BIN)/python bench/plots.py   # docs/img/bench/*.png from the JSON above: commit them
