@@ -114,6 +114,10 @@ class Task:
     """Claims made on it, concurrent losers included."""
     completions: int
     """Completions recorded: more than one means duplicate work (at-least-once)."""
+    finished_at: int | None = None
+    """The stamp of the record that finished it (the first completion, else the first
+    failure), nanoseconds on the finisher's clock made monotonic like ``posted``;
+    None while unfinished. ``TaskBoard.prune`` compares it with its cutoff."""
 
     @property
     def claimant(self) -> str | None:
@@ -233,6 +237,7 @@ def _task(
         finished_by=None if finished is None else finished.agent,
         attempts=len(claims),
         completions=len(completions),
+        finished_at=None if finished is None else finished.stamp,
     )
 
 

@@ -223,6 +223,35 @@ def test_a_failed_dependency_blocks_its_dependents_for_good() -> None:
     assert board.claim("ann") is None
 
 
+def test_finished_at_is_the_stamp_of_the_record_that_finished_the_task() -> None:
+    clock = Clock(2_000.0)
+    ((_, board),) = cluster(1, clock, LEASE)
+    board.post("ok")
+    board.post("bad")
+    assert board.task("ok").finished_at is None
+    assert board.fail("bad", "no data")
+    clock.now += 1
+    assert board.complete("ok", 1)
+    failed, done = board.task("bad").finished_at, board.task("ok").finished_at
+    assert failed is not None and done is not None  # stamps: the clock's ns, made monotonic
+    assert (failed // 10**9, done // 10**9) == (2_000, 2_001)
+
+
+def test_a_completion_beating_an_earlier_failure_sets_finished_at() -> None:
+    clock = Clock(2_000.0)
+    (ra, a), (rb, b) = cluster(2, clock, LEASE)
+    a.post("t")
+    deliver_all([ra, rb])
+    assert a.fail("t", "timeout")
+    clock.now += 1
+    assert b.complete("t", "late but done")
+    deliver_all([ra, rb])
+    assert a.task("t") == b.task("t")
+    finished_at = a.task("t").finished_at
+    assert a.task("t").status is Status.DONE
+    assert finished_at is not None and finished_at // 10**9 == 2_001  # not the failure's
+
+
 # -- any interleaving -----------------------------------------------------------------
 
 
