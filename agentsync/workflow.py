@@ -24,6 +24,10 @@ What it guarantees, honestly (``docs/workflow.md``):
 - **Under a partition** each side goes on alone: a task whose claimant is on
   the other side is re-claimed here once its lease ends, so both sides may
   run it; when they meet, the results merge as above.
+- **A board is bounded by ``prune``**, which removes finished tasks that no
+  unfinished task waits on. A write to a pruned task made concurrently
+  elsewhere survives as records no view shows; a task depending on a pruned
+  id stays blocked.
 - Leases compare wall clocks of different machines: a lease ends early or
   late by the clock skew between claimer and reader. Keep the lease well
   above the skew and the gossip latency, and renew it a few times per lease.
@@ -31,9 +35,11 @@ What it guarantees, honestly (``docs/workflow.md``):
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,7 +66,8 @@ DEFAULT_LEASE_S = 30.0
 
 
 class Host(Protocol):
-    """What the board needs of a Node: its id, a map handle, and its changes."""
+    """What the board needs of a Node: its id, a map handle, its changes, and batches
+    (so that a prune's removals notify and push once)."""
 
     @property
     def node_id(self) -> str: ...
@@ -68,6 +75,8 @@ class Host(Protocol):
     def map(self, key: Any) -> MapHandle: ...
 
     def changes(self) -> AsyncIterator[Change]: ...
+
+    def batch(self) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +133,16 @@ class TaskBoard:
 
         ValueError if ``task_id`` is already posted here or would close a
         dependency cycle. Two replicas posting the same id concurrently: the
-        later post (last-writer-wins) is the task.
+        later post (last-writer-wins) is the task. Posting a pruned id makes a
+        new task: what this replica holds of the old one (writes made
+        concurrently with the prune) is removed first.
         """
         if type(task_id) is not str or not task_id:
             raise ValueError("a task id must be a non-empty str")
         after = tuple(depends_on)
         if not all(type(dependency) is str for dependency in after):
             raise TypeError("depends_on must hold task ids (str)")
-        with self._lock:
+        with self._lock, self._node.batch():
             tasks = self.tasks()
             if task_id in tasks:
                 raise ValueError(f"task {task_id!r} is already posted")
@@ -139,7 +150,50 @@ class TaskBoard:
             if would_cycle(known, task_id, after):
                 raise ValueError(f"task {task_id!r} depending on {after} closes a cycle")
             spec = {"payload": payload, "depends_on": after, "posted": self._hlc.now()}
+            if task_id in self._root:  # records without a spec: the remains of a pruned task
+                self._root.remove(task_id)
             self._root.map(task_id).register(SPEC).set(spec)
+
+    def prune(self, finished_before: float) -> list[str]:
+        """Remove the tasks finished here before ``finished_before`` that no unfinished task
+        depends on, so that a long-running board stays bounded; the removed ids, sorted.
+
+        ``finished_before`` is in seconds on the board's clock (compared with
+        ``Task.finished_at``, the finisher's stamp). A removal is observed-remove,
+        update-wins: a write to a pruned task made concurrently elsewhere (a late
+        completion, a heartbeat) survives as a few records without a spec, which no
+        view shows, and a concurrent post of the same id is that new task. A task
+        that depends on a pruned id stays blocked, whenever it is posted: prune
+        only what no future task will depend on, such as a finished job stage.
+        """
+        if isinstance(finished_before, bool) or not isinstance(finished_before, (int, float)):
+            raise TypeError(
+                f"finished_before must be a number of seconds, not {type(finished_before).__name__}"
+            )
+        if math.isnan(finished_before):
+            raise ValueError("finished_before must be a number of seconds, not NaN")
+        cutoff_ns = finished_before * 1e9
+        with self._lock, self._node.batch():
+            tasks = self.tasks()
+            waited_on = {
+                dep for task in tasks.values() if not task.finished for dep in task.depends_on
+            }
+            prunable = sorted(
+                task_id
+                for task_id, task in tasks.items()
+                if task.finished_at is not None
+                and task.finished_at < cutoff_ns
+                and task_id not in waited_on
+            )
+            removed = []
+            for task_id in prunable:
+                self._mine.pop(task_id, None)
+                try:
+                    self._root.remove(task_id)
+                except KeyError:  # a peer's prune of it merged since the read: gone already
+                    continue
+                removed.append(task_id)
+            return removed
 
     def claim(self, agent_id: str) -> Task | None:
         """Claim the oldest open task for ``agent_id``; None if none is open here.
@@ -232,7 +286,7 @@ class TaskBoard:
 
     def _my_claim(self, task_id: str) -> Claim | None:
         """This board's claim on the task while it wins; a claim that lost is forgotten
-        (claims are never removed, so it can never win again)."""
+        (claims are removed only with their task, by prune, so it cannot win again)."""
         with self._lock:
             mine = self._mine.get(task_id)
         if mine is None:

@@ -8,6 +8,7 @@ through the wire form, in whatever order a test picks.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -57,6 +58,10 @@ class Replica(Container):
     def deliver(self, index: int = 0) -> None:
         """Merge the ``index``-th delta waiting here."""
         self.state.merge(decode(self.inbox.pop(index)))
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Every write already goes out as its own delta; a batch groups nothing here."""
+        return contextlib.nullcontext()
 
     def changes(self) -> AsyncIterator[Change]:
         raise NotImplementedError("no loop here: watch() is tested on real nodes")

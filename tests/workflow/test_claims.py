@@ -256,8 +256,8 @@ def test_a_completion_beating_an_earlier_failure_sets_finished_at() -> None:
 
 
 class BoardMachine(RuleBasedStateMachine):
-    """2-4 replicas post, claim, renew, report, complete and fail while time runs and
-    deltas arrive in any order; whenever all is delivered, every view agrees and each
+    """2-4 replicas post, claim, renew, report, complete, fail and prune while time runs
+    and deltas arrive in any order; whenever all is delivered, every view agrees and each
     unfinished claimed task has exactly one owner."""
 
     @initialize(n=st.integers(2, 4))
@@ -304,6 +304,22 @@ class BoardMachine(RuleBasedStateMachine):
         was = board.task(f"t{task}").finished
         written = board.complete(f"t{task}", i) if ok else board.fail(f"t{task}", i)
         assert not (was and written)
+
+    @rule(i=st.integers(0, 3), ago=st.sampled_from([-1.0, LEASE, math.inf]))
+    def prune(self, i: int, ago: float) -> None:
+        board = self.boards[i % len(self.boards)]
+        before = board.tasks()
+        cutoff = self.clock.now - ago
+        pruned = board.prune(cutoff)
+        waited_on = {d for task in before.values() if not task.finished for d in task.depends_on}
+        assert pruned == sorted(
+            task.id
+            for task in before.values()
+            if task.finished_at is not None
+            and task.finished_at < cutoff * 1e9
+            and task.id not in waited_on
+        )
+        assert board.tasks() == {k: v for k, v in before.items() if k not in pruned}
 
     @rule(dt=st.sampled_from([0.0, 0.5, LEASE / 2, LEASE + 1]))
     def tick(self, dt: float) -> None:
