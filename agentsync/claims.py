@@ -135,8 +135,10 @@ class Task:
 
 
 EventKind = Literal[
-    "posted", "done", "failed", "claimed", "ready", "expired", "progress", "renewed"
+    "posted", "done", "failed", "claimed", "ready", "expired", "progress", "renewed", "pruned"
 ]
+"""What ``TaskBoard.watch`` reports. A contract: kinds are only ever added (``pruned``, a
+task that left the board, came last), so match the kinds you need and ignore the rest."""
 
 
 def winner(claims: Iterable[Claim]) -> Claim | None:

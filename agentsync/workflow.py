@@ -81,7 +81,11 @@ class Host(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """A change of one task, as ``TaskBoard.watch`` reports it."""
+    """A change of one task, as ``TaskBoard.watch`` reports it.
+
+    ``before`` is the task's view before the change (None when ``posted``);
+    for ``pruned``, the task is gone and ``task`` is its last view too.
+    """
 
     kind: EventKind
     task: Task
@@ -263,7 +267,9 @@ class TaskBoard:
         """Yield an event for every task whose view changes, from now on (on the node's loop).
 
         Built on ``node.changes()`` and a diff of views, so nothing is missed if
-        changes are dropped. A lease that runs out is seen at the next change.
+        changes are dropped. A lease that runs out is seen at the next change. A
+        task that leaves the board (pruned here or by a peer) yields a ``pruned``
+        event after the others, its last view as both ``task`` and ``before``.
         """
         before = self.tasks()
         async for change in self._node.changes():
@@ -274,6 +280,8 @@ class TaskBoard:
                 kind = event_kind(before.get(task_id), task)
                 if kind is not None:
                     yield TaskEvent(kind, task, before.get(task_id))
+            for task_id in sorted(before.keys() - after.keys()):
+                yield TaskEvent("pruned", before[task_id], before[task_id])
             before = after
 
     def _claims(self, task_id: str) -> LWWMapHandle:

@@ -11,6 +11,7 @@ import contextlib
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 from agentsync import Node
@@ -41,12 +42,17 @@ async def exchange(a: Node, b: Node, *, keep: bool = False) -> None:
         b.remove_peer(a.url)
 
 
+async def two_boards() -> tuple[Node, Node, TaskBoard, TaskBoard]:
+    """Nodes a and b, started and not peers yet, and a board on each (ann's, bob's)."""
+    a, b = Node("a", gossip_interval=GOSSIP), Node("b", gossip_interval=GOSSIP)
+    await a.start()
+    await b.start()
+    return a, b, TaskBoard(a, lease=LEASE), TaskBoard(b, lease=LEASE)
+
+
 def test_watch_tells_a_loser_it_lost_and_reports_the_life_of_a_task() -> None:
     async def main() -> None:
-        a, b = Node("a", gossip_interval=GOSSIP), Node("b", gossip_interval=GOSSIP)
-        await a.start()
-        await b.start()
-        ann, bob = TaskBoard(a, lease=LEASE), TaskBoard(b, lease=LEASE)
+        a, b, ann, bob = await two_boards()
         events: list[TaskEvent] = []
         watcher = asyncio.create_task(collect(bob, events))
         try:
@@ -79,6 +85,49 @@ def test_watch_tells_a_loser_it_lost_and_reports_the_life_of_a_task() -> None:
         lost = events[3].before
         assert lost is not None and lost.claimant == "bob"
         assert bob.task("t").result == 42 and bob.task("t").progress == 1.0
+
+    run(main())
+
+
+def test_watch_reports_a_task_pruned_here_or_by_a_peer_and_both_nodes_drop_it() -> None:
+    async def main() -> None:
+        a, b, ann, bob = await two_boards()
+        here: list[TaskEvent] = []
+        there: list[TaskEvent] = []
+        watchers = [
+            asyncio.create_task(collect(ann, here)),
+            asyncio.create_task(collect(bob, there)),
+        ]
+        try:
+            await asyncio.sleep(0)  # the watches take their first views
+            ann.post("t")
+            ann.post("u", depends_on=["t"])
+            ann.post("later")  # stays, unfinished: a full state emptying a name goes unreported
+            assert ann.complete("t", 42)
+            await exchange(a, b)
+            assert bob.task("u").status is Status.OPEN
+            assert ann.prune(time.time() + 1) == []  # u waits on t
+            assert bob.claim("bob") is not None and bob.complete("u", 43)
+            await exchange(a, b, keep=True)
+            assert ann.prune(time.time() + 1) == ["t", "u"]
+            assert list(a.map("tasks").value) == ["later"]  # the records are gone
+            await eventually(lambda: list(b.map("tasks").value) == ["later"], "b merges it")
+            await eventually(
+                lambda: all(sum(e.kind == "pruned" for e in x) == 2 for x in (here, there)),
+                "both watches report the prune",
+            )
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await stop_all([a, b])
+        for events in (here, there):
+            pruned = [e for e in events if e.kind == "pruned"]
+            assert [e.task.id for e in pruned] == ["t", "u"]
+            assert all(e.task == e.before and e.task.status is Status.DONE for e in pruned)
+            assert events[-2:] == pruned
+        assert list(ann.tasks()) == list(bob.tasks()) == ["later"]
 
     run(main())
 
