@@ -34,11 +34,17 @@ async def collect(board: TaskBoard, into: list[TaskEvent]) -> None:
 
 async def exchange(a: Node, b: Node, *, keep: bool = False) -> None:
     """One push-pull exchange between ``a`` and ``b``; then neither gossips with the other
-    unless ``keep``, so that writes stay local until the next exchange."""
+    unless ``keep``, so that writes stay local until the next exchange. A gossip round or
+    probe that b began once it heard of a is let finish first: it would carry a's next
+    writes, and make a learn of b again."""
     a.add_peer(b.url)
     await a.sync_now()
     if not keep:
-        a.remove_peer(b.url)
+        await eventually(
+            lambda: a.url not in b._inflight and b.url not in a._inflight,
+            "no exchange between them in flight",
+        )
+        a.remove_peer(b.url)  # no await since the check: no exchange can have begun
         b.remove_peer(a.url)
 
 
