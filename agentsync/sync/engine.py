@@ -807,6 +807,7 @@ class SyncEngine:
         part = self.state.unseen_part(incoming)
         if part is None:
             return frozenset()
+        changed = _names_changed_by(self.state, part)
         self.state.merge(part)  # ClockSkewError: see _receive
         if self.on_merge is not None:
             self.on_merge(part)
@@ -815,7 +816,7 @@ class SyncEngine:
                 self._buffer.add(forwarded, origin, data)
         else:
             self._buffer.skip()
-        return frozenset(part._fields)  # type: ignore[arg-type]  # checked above
+        return changed
 
     def _forwarded(
         self, part: ORMap, incoming: ORMap, pieces: tuple[ORMap, ...] | None
@@ -1150,6 +1151,25 @@ def _raise_merged(peer: PeerState, seq: int) -> None:
     """This node now holds the peer's state up to ``seq`` (a stale message may say less)."""
     if peer.merged is None or seq > peer.merged:
         peer.merged = seq
+
+
+def _names_changed_by(state: ORMap, part: ORMap) -> Changed:
+    """The top-level names that merging ``part`` into ``state`` may change.
+
+    Every name ``part`` holds; and, when ``part`` is a whole state (which
+    names none of the keys it removed), every name here holding a dot that
+    ``part`` has seen but does not hold: the merge drops those entries, and
+    may empty the name. Found before the merge, while those entries are here.
+    """
+    names: set[str] = set(part._fields)  # type: ignore[arg-type]  # checked str by _apply
+    if not part._delta:
+        seen = part._ctx.has
+        for name, fields in state._fields.items():
+            if name not in names and any(
+                seen(*dot) for replica in fields.values() for dot in replica._dots()
+            ):
+                names.add(name)  # type: ignore[arg-type]  # the state's names are str
+    return frozenset(names)
 
 
 def _with(message: SyncMessage, **changes: object) -> SyncMessage:

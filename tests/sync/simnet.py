@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -66,6 +66,10 @@ class SimClock:
     def __call__(self) -> int:
         self.ns += 1000
         return self.ns
+
+
+_ABSENT = object()
+"""A name's value before it exists or after it is gone (``deliver``'s check)."""
 
 
 @dataclass
@@ -307,18 +311,35 @@ class SimNet:
             return
         engine = self.engines[envelope.dst]
         message = decode_message(envelope.data)
+        before = engine.state.value
         try:
             if envelope.kind == "req":
-                response, _ = engine.on_request(message)
+                response, changed = engine.on_request(message)
                 data = self.wire(engine, response, "resp")
                 self._post("resp", envelope.dst, envelope.src, data)
             else:
-                engine.on_response(message)
+                changed = engine.on_response(message)
         except Exception as exc:
             raise AssertionError(
                 f"{self.where()}: {envelope.dst} failed on a {envelope.kind} from "
                 f"{envelope.src}: {exc!r}"
             ) from exc
+        on = f"a {envelope.kind} from {envelope.src}"
+        self._check_reported(envelope.dst, before, changed, on)
+
+    def _check_reported(
+        self, node_id: str, before: dict[Hashable, Any], changed: frozenset[str], on: str
+    ) -> None:
+        """Every name whose value a message changed is among the names the engine reported."""
+        after = self.engines[node_id].state.value
+        unreported = {
+            name
+            for name in before.keys() | after.keys()
+            if before.get(name, _ABSENT) != after.get(name, _ABSENT) and name not in changed
+        }
+        assert not unreported, (
+            f"{self.where()}: {node_id} changed {sorted(unreported)} on {on} and did not say so"
+        )
 
     def flush(self, *, everything: bool = False) -> None:
         """Deliver every envelope that is due (all of them with ``everything``)."""
@@ -353,9 +374,12 @@ class SimNet:
         """A loss-free exchange at once; returns the request's and response's sizes."""
         ea, eb = self.engines[a], self.engines[b]
         request = self.wire(ea, ea.request(b if b in ea.peers else None), "req")
-        response, _ = eb.on_request(decode_message(request))
+        before = eb.state.value
+        response, changed = eb.on_request(decode_message(request))
+        self._check_reported(b, before, changed, f"a req from {a}")
         reply = self.wire(eb, response, "resp")
-        ea.on_response(decode_message(reply))
+        before = ea.state.value
+        self._check_reported(a, before, ea.on_response(decode_message(reply)), f"a resp from {b}")
         return len(request), len(reply)
 
     # -- the workload ------------------------------------------------------------------
