@@ -6,37 +6,13 @@ checked, never a timing: the figures belong to the benches, not the tests.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
-
-
-def _bench(script: str, out: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / script), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
-    report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-    for key in ("schema", "created", "config", "python", "machine", "versions", "git"):
-        assert key in report, key
-    assert report["config"]["quick"] is True
-    assert report["wall_seconds"] > 0
-    return report
+from tests.bench_reports import quick_report
 
 
 def test_convergence_quick_run_writes_its_report(tmp_path: Path) -> None:
-    report = _bench("convergence.py", tmp_path / "results" / "convergence.json")
+    report = quick_report("convergence.py", tmp_path / "results" / "convergence.json")
     config = report["config"]
     assert config["fanout"] == 3
     assert set(report["sizes"]) == {str(n) for n in config["sizes"]}
@@ -62,7 +38,7 @@ def test_convergence_quick_run_writes_its_report(tmp_path: Path) -> None:
 
 
 def test_throughput_quick_run_writes_its_report(tmp_path: Path) -> None:
-    report = _bench("throughput.py", tmp_path / "results" / "throughput.json")
+    report = quick_report("throughput.py", tmp_path / "results" / "throughput.json")
     config = report["config"]
     assert config["peers"] == 4
     trials = report["trials"]
