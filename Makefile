@@ -29,6 +29,7 @@ demo: $(VENV)/.installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check agentsync tests bench examples fuzz
+	$(BIN)/ruff format --check agentsync tests bench examples fuzz
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy --strict agentsync

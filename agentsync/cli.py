@@ -334,7 +334,7 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--acl",
         metavar="F",
-        help='a JSON file of the names each peer may write here and is sent, such as '
+        help="a JSON file of the names each peer may write here and is sent, such as "
         '{"dashboard": {"read": ["pub*"]}, "*": {"write": ["*"]}} (docs/security.md)',
     )
     _tls_options(parser, serving=True)

@@ -546,7 +546,10 @@ class Node(Container):
             return replica
 
     def _write(
-        self, path: Path, fn: Callable[[Any], Any], in_place: WriteInPlace | None = None,
+        self,
+        path: Path,
+        fn: Callable[[Any], Any],
+        in_place: WriteInPlace | None = None,
         arg: Any = None,
     ) -> None:
         """Apply ``fn`` (a mutator returning its delta) at ``path``, log and spread it.
@@ -1393,7 +1396,10 @@ def _offer(queue: asyncio.Queue[Change], change: Change) -> None:
 
 
 def _open_store(
-    data_dir: str | None, durability: Durability, node_id: str | None, cluster: str,
+    data_dir: str | None,
+    durability: Durability,
+    node_id: str | None,
+    cluster: str,
     read_only: bool,
 ) -> tuple[Store | None, Stored | None]:
     """The store in ``data_dir`` (None without one) and what it holds, checked against

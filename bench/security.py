@@ -75,9 +75,7 @@ class Requester:
         self.mode = mode
         self.size = size
         self.rng = rng
-        self.channel = (
-            Channel(Keyring(SECRET, cluster=CLUSTER), name) if mode == "sealed" else None
-        )
+        self.channel = Channel(Keyring(SECRET, cluster=CLUSTER), name) if mode == "sealed" else None
         self.client = SyncClient(timeout=10.0, channel=self.channel)
         self.peer_id: str | None = None
 

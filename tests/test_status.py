@@ -16,9 +16,11 @@ from tests.crdt.strategies import values as plain_values
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner).map(tuple)
-    | st.frozensets(st.text() | st.integers())
-    | st.dictionaries(st.text(), inner).map(MappingProxyType),
+    lambda inner: (
+        st.lists(inner).map(tuple)
+        | st.frozensets(st.text() | st.integers())
+        | st.dictionaries(st.text(), inner).map(MappingProxyType)
+    ),
     max_leaves=40,
 )
 

@@ -31,7 +31,7 @@ WAIT_MS = 10_000
 """How long the page gets to show a change (it polls once a second)."""
 NO_DATA = "\u2013"
 """What the page shows where it has no number yet (a rate before its second poll)."""
-HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><b>bold</b>'
+HOSTILE = "<img src=x onerror=\"document.title='pwned'\"><b>bold</b>"
 
 
 def require_browser() -> Any:
