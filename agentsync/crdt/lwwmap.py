@@ -11,7 +11,7 @@ stable.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from itertools import chain
 from typing import Any
 
@@ -43,9 +43,37 @@ class _Tombstone:
 
 TOMBSTONE: Any = _Tombstone()
 
+Items = Mapping[Any, object] | Iterable[tuple[object, object]]
+"""What ``set_all`` takes: a mapping, or (key, value) pairs."""
+
+DotCloud = set[tuple[str, int]]
+"""The dots a delta's context holds (spelled here, where ``set`` is a method)."""
+
 
 def _is_removed(dots: tuple[Entry, ...]) -> bool:
     return bool(dots) and lww_winner(dots)[3] is TOMBSTONE
+
+
+def _frozen_items(items: object) -> list[tuple[Hashable, Value]]:
+    """Every (key, value) of ``items`` in order, each checked and frozen as ``set`` does.
+
+    All of them before any write, so a bad one changes nothing. A pair is a
+    tuple or list of two: a str is refused rather than split into characters.
+    """
+    if isinstance(items, Mapping):
+        pairs: Iterable[object] = items.items()
+    elif isinstance(items, Iterable) and not isinstance(items, (str, bytes, bytearray)):
+        pairs = items
+    else:
+        raise TypeError(
+            f"set_all takes a mapping or (key, value) pairs, not a {type(items).__name__}"
+        )
+    frozen = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise TypeError(f"item #{i} is not a (key, value) pair: {pair!r:.80}")
+        frozen.append((freeze_key(pair[0]), freeze(pair[1])))
+    return frozen
 
 
 class LWWMap(Clocked, KeyedStore):
@@ -155,7 +183,45 @@ class LWWMap(Clocked, KeyedStore):
             return self._delta_shell(())
         return self._write(frozen, TOMBSTONE)
 
+    def set_all(self, items: Items) -> LWWMap:
+        """Write every (key, value) of ``items`` as one write: one delta, for all or none.
+
+        Exactly the ``set`` of each item in order (the same dots, the same
+        HLC timestamps, the same state), but one call and one delta, which a
+        peer merges whole. A repeated key is written each time, as sequential
+        sets would: its later value supersedes the earlier in place, and the
+        delta holds the last. Every key and value is checked before any is
+        written: a bad one raises with nothing changed.
+        """
+        frozen = _frozen_items(items)
+        if self._delta:
+            self._ensure_replica()
+        if not frozen:
+            return self._delta_shell(())
+        written: dict[Hashable, tuple[Entry, ...]] = {}
+        cloud: DotCloud = set()
+        write = self._write_in_place
+        for key, value in frozen:
+            entry, dots = write(key, value)
+            written[key] = (entry,)
+            cloud |= dots
+        delta = bare_delta(type(self), self._rid, cloud)
+        delta._entries = written
+        delta._removed = 0  # a set never writes a tombstone
+        delta._hlc = self._hlc
+        return delta
+
     def _write(self, key: Hashable, value: Value) -> LWWMap:
+        entry, cloud = self._write_in_place(key, value)
+        delta = bare_delta(type(self), entry[0], cloud)
+        delta._entries = {key: (entry,)}
+        delta._removed = int(value is TOMBSTONE)
+        delta._hlc = self._hlc
+        return delta
+
+    def _write_in_place(self, key: Hashable, value: Value) -> tuple[Entry, DotCloud]:
+        """One write of a checked key and value, without its delta: the new entry, and
+        the dots the delta's context holds (its own and those it supersedes)."""
         rid, n = self._ctx.next_dot(self._rid)
         entry = (rid, n, self._hlc.now(), value)
         entries = self._entries
@@ -169,11 +235,7 @@ class LWWMap(Clocked, KeyedStore):
                 cloud.add((e[0], e[1]))
         else:
             self._removed += removed
-        delta = bare_delta(type(self), rid, cloud)
-        delta._entries = {key: (entry,)}
-        delta._removed = int(removed)
-        delta._hlc = self._hlc
-        return delta
+        return entry, cloud
 
     # -- merging --------------------------------------------------------------
 

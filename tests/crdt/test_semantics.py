@@ -40,9 +40,11 @@ from agentsync.crdt import (
 )
 from tests.crdt.strategies import (
     ELEMENTS,
+    MAP_KEYS,
     MAX_SKEW_NS,
     NAMED_SPECS,
     RIDS,
+    TICKS,
     SimTime,
     deep_frozen,
     examples,
@@ -549,6 +551,80 @@ def test_lwwmap_remove_absent_and_discard() -> None:
     with pytest.raises(KeyError):
         a["k"]
     assert a.get("k") is None and len(a) == 0 and list(a) == []
+
+
+_MAP_ITEMS = st.lists(st.tuples(st.sampled_from(MAP_KEYS), values(max_leaves=3)), max_size=6)
+"""(key, value) pairs for an LWWMap, repeated keys often."""
+
+
+@settings(max_examples=examples(100))
+@given(
+    before=st.lists(st.tuples(st.sampled_from(MAP_KEYS), st.none() | st.integers(0, 3))),
+    tick=TICKS,
+    items=_MAP_ITEMS,
+    as_mapping=st.booleans(),
+)
+def test_lwwmap_set_all_is_the_sets_of_the_items_in_order(
+    before: list[tuple[Any, int | None]], tick: int, items: list[tuple[Any, Any]], as_mapping: bool
+) -> None:
+    time = SimTime()
+    bulk, one_by_one = LWWMap("a", clock=time.clock()), LWWMap("a", clock=time.clock())
+    for key, value in before:  # None: a remove, which leaves a tombstone to write over
+        for m in (bulk, one_by_one):
+            m.discard(key) if value is None else m.set(key, value)
+    time.advance(tick)  # 0: the wall clock is behind the HLC, which counts on by one
+    peer = LWWMap("b", clock=time.clock())
+    peer.merge(bulk)  # a peer that has seen everything before
+    last = bulk.clock.last
+    given_items: Any = dict(items) if as_mapping else iter(items)  # any iterable, read once
+    pairs = list(dict(items).items()) if as_mapping else items
+    delta = bulk.set_all(given_items)
+    deltas = [one_by_one.set(key, value) for key, value in pairs]
+    assert bulk == one_by_one  # the same dots, HLC timestamps and tombstones
+    assert bulk.clock.last == one_by_one.clock.last
+    written = {key: expected(value) for key, value in pairs}  # the last value of a repeated key
+    if deltas:
+        assert delta == join_all(deltas)
+    else:
+        assert delta.is_delta and not delta.context and bulk.clock.last == last  # nothing issued
+    assert delta.value == written
+    elsewhere = LWWMap("c", clock=time.clock())
+    elsewhere.merge(delta)
+    assert elsewhere.value == written
+    peer.merge(delta)
+    assert peer.value == bulk.value
+
+
+def test_lwwmap_set_all_checks_every_item_before_writing_any() -> None:
+    _, (m,) = twins(LWWMap, 1)
+    m.set("kept", 1)
+    m.remove("kept")  # a tombstone too
+    m.set("k", "v")
+    before, last = m.copy(), m.clock.last
+    refused: list[tuple[object, type[Exception], str]] = [
+        ([("new", 1), ({"a": 1}, 2)], TypeError, "hashable"),  # a bad key, after a good item
+        ({"new": 1, "bad": object()}, TypeError, "unsupported value"),
+        ([("new", 1), ("nan", math.nan)], ValueError, "finite"),
+        ([("new", 1), ("big", 1 << 64)], ValueError, "64 bits"),
+        (5, TypeError, "pairs, not a int"),  # not iterable
+        (None, TypeError, "pairs, not a NoneType"),
+        ("ab", TypeError, "pairs, not a str"),  # not split into characters
+        (b"ab", TypeError, "pairs, not a bytes"),
+        ([("new", 1), "ab"], TypeError, "#1 is not a"),  # a str is no pair
+        ([("new", 1), ("a", 1, 2)], TypeError, "#1 is not a"),
+        ([("new",)], TypeError, "#0 is not a"),
+        ([("new", 1), 7], TypeError, "#1 is not a"),
+        ([{"k": 1}], TypeError, "#0 is not a"),
+    ]
+    for items, error, message in refused:
+        with pytest.raises(error, match=message):
+            m.set_all(items)  # type: ignore[arg-type]
+        assert m == before and m.clock.last == last, items  # nothing written, no dot, no tick
+    assert not m.set_all([]).context and not m.set_all({}).context and m == before
+    delta = m.set_all([["list", [1, {"a": [2]}]], (("t", 2), "x")])  # lists as pairs; frozen
+    assert m["list"] == (1, {"a": (2,)}) and deep_frozen(m["list"]) and m[("t", 2)] == "x"
+    with pytest.raises(TypeError, match="delta"):
+        delta.set_all({"k": 1})
 
 
 # -- the multi-value register -------------------------------------------------------------------
