@@ -11,7 +11,8 @@ as the Node.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from itertools import chain
 from typing import Any, Protocol, TypeVar
 
 from agentsync.crdt import (
@@ -25,6 +26,7 @@ from agentsync.crdt import (
     PNCounter,
 )
 from agentsync.crdt.group import WriteInPlace
+from agentsync.crdt.lwwmap import Items
 from agentsync.crdt.values import Value
 
 Path = tuple[tuple[Hashable, type[CRDT]], ...]
@@ -218,6 +220,18 @@ class LWWMapHandle(_Keyed):
 
     def __delitem__(self, key: object) -> None:
         self._owner._write(self._path, lambda m: m.remove(key))
+
+    def update(self, items: Items = (), /, **kwargs: object) -> None:
+        """Write the pairs of ``items`` (a mapping or pairs), then ``kwargs``, in one write.
+
+        Like ``dict.update``, but peers get all of it or none, and a bad key
+        or value raises with nothing written. Much cheaper than ``m[k] = v``
+        per key for many.
+        """
+        if kwargs:
+            pairs = items.items() if isinstance(items, Mapping) else items
+            items = chain(pairs, kwargs.items())
+        self._owner._write(self._path, lambda m: m.set_all(items))
 
     def __getitem__(self, key: Hashable) -> Value:
         replica = self._owner._read(self._path)

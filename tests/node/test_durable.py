@@ -250,6 +250,7 @@ def test_batches_of_writes_applied_in_place_reload_as_written(
             target.add(i) if op == "add" else target.clear() if op == "clear" else target.discard(i)
         elif op == "update":
             container.set("tasks").update(range(i, 2 * i))
+            container.lwwmap("config").update({i: "v", "last": i}, by=i)
         elif op in ("up", "down"):
             counter = container.counter("done")
             counter.increment(i) if op == "up" else counter.decrement(i)

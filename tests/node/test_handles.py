@@ -73,6 +73,28 @@ def test_lwwmap_reads_like_a_dict() -> None:
         del m["temp"]
 
 
+def test_lwwmap_update_writes_many_in_one_write() -> None:
+    node, peer = Node("a"), Node("b")
+    changes: list[Change] = []
+    node.subscribe(changes.append)
+    m = node.lwwmap("config")
+    m.update({"model": "small", "temp": 0.5}, temp=0.7, tags=["a"])  # keywords come last
+    m.update([("model", "big"), ("seed", 1), ("model", "huge")])  # the last of a key wins
+    assert m.value == {"model": "huge", "temp": 0.7, "tags": ("a",), "seed": 1}
+    assert len(changes) == 2  # one write each
+    context = node._engine.state.context
+    m.update()  # no dot; subscribers still hear of it, as of a discard of an absent key
+    assert node._engine.state.context == context and len(changes) == 3
+    for bad in ({"ok": 1, "bad": object()}, [("ok", 1), "ab"], 5):
+        with pytest.raises(TypeError):
+            m.update(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        m.update({"ok": 1}, bad=object())
+    assert m.value["model"] == "huge" and "ok" not in m and len(changes) == 3
+    peer._engine.state.merge(node._engine.state)  # a peer merges the writes whole
+    assert peer.lwwmap("config").value == m.value
+
+
 def test_nested_maps() -> None:
     node = Node("a")
     agent = node.map("agents").map("planner")
