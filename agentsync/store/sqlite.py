@@ -133,6 +133,7 @@ class Store:
     # -- opening ----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        db = None
         try:
             db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
@@ -145,6 +146,8 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.durability.upper()}")
         except sqlite3.DatabaseError as exc:
+            if db is not None:  # else it holds the file, exclusively, while the error lives
+                db.close()
             raise self._bad(f"is not a SQLite database ({exc})") from None
         return db
 
