@@ -11,7 +11,7 @@ as the Node.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from itertools import chain
 from typing import Any, Protocol, TypeVar
 
@@ -26,7 +26,7 @@ from agentsync.crdt import (
     PNCounter,
 )
 from agentsync.crdt.group import WriteInPlace
-from agentsync.crdt.lwwmap import Items
+from agentsync.crdt.lwwmap import Items, pairs_of
 from agentsync.crdt.values import Value
 
 Path = tuple[tuple[Hashable, type[CRDT]], ...]
@@ -229,8 +229,7 @@ class LWWMapHandle(_Keyed):
         per key for many.
         """
         if kwargs:
-            pairs = items.items() if isinstance(items, Mapping) else items
-            items = chain(pairs, kwargs.items())
+            items = chain(pairs_of(items), kwargs.items())
         self._owner._write(self._path, lambda m: m.set_all(items))
 
     def __getitem__(self, key: Hashable) -> Value:

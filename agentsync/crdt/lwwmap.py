@@ -23,6 +23,7 @@ from agentsync.crdt.registers import lww_winner, newest_unseen
 from agentsync.crdt.values import (
     INT64_MAX,
     Value,
+    check_many,
     freeze,
     freeze_key,
     stored_form,
@@ -54,22 +55,21 @@ def _is_removed(dots: tuple[Entry, ...]) -> bool:
     return bool(dots) and lww_winner(dots)[3] is TOMBSTONE
 
 
+def pairs_of(items: object) -> Iterable[Any]:
+    """The pairs of ``items``, a mapping or (key, value) pairs (``set_all``, ``dict.update``);
+    TypeError for anything else, a str or bytes included."""
+    pairs = items.items() if isinstance(items, Mapping) else items
+    return check_many(pairs, "set_all takes a mapping or (key, value) pairs")
+
+
 def _frozen_items(items: object) -> list[tuple[Hashable, Value]]:
     """Every (key, value) of ``items`` in order, each checked and frozen as ``set`` does.
 
     All of them before any write, so a bad one changes nothing. A pair is a
     tuple or list of two: a str is refused rather than split into characters.
     """
-    if isinstance(items, Mapping):
-        pairs: Iterable[object] = items.items()
-    elif isinstance(items, Iterable) and not isinstance(items, (str, bytes, bytearray)):
-        pairs = items
-    else:
-        raise TypeError(
-            f"set_all takes a mapping or (key, value) pairs, not a {type(items).__name__}"
-        )
     frozen = []
-    for i, pair in enumerate(pairs):
+    for i, pair in enumerate(pairs_of(items)):
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
             raise TypeError(f"item #{i} is not a (key, value) pair: {pair!r:.80}")
         frozen.append((freeze_key(pair[0]), freeze(pair[1])))

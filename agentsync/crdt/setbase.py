@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from agentsync.crdt.base import KeyedStore, bare_delta
 from agentsync.crdt.codec import Reader, Writer
 from agentsync.crdt.dots import Entry, InPlace
-from agentsync.crdt.values import freeze_key, stored_form
+from agentsync.crdt.values import check_many, freeze_key, stored_form
 
 S = TypeVar("S", bound="SetBase")
 
@@ -81,12 +81,8 @@ class SetBase(KeyedStore):
         bad one raises with nothing changed. A str or bytes is refused (it
         would add its characters): add it with ``add``.
         """
-        if isinstance(elements, (str, bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"add_all takes an iterable of elements, not a {type(elements).__name__}: "
-                "use add() to add one"
-            )
-        frozen = dict.fromkeys(map(freeze_key, elements))  # all checked first; a repeat adds once
+        takes = "add_all takes an iterable of elements (use add() to add one)"
+        frozen = dict.fromkeys(map(freeze_key, check_many(elements, takes)))  # a repeat: once
         if self._delta:
             self._ensure_replica()
         if not frozen:

@@ -11,7 +11,7 @@ decode as tuples).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from types import MappingProxyType
 from typing import Any
 
@@ -126,6 +126,15 @@ def freeze_key(key: object) -> Hashable:
     except TypeError:
         raise TypeError("set elements and map keys must be hashable: dicts are not") from None
     return frozen  # type: ignore[no-any-return]
+
+
+def check_many(items: object, takes: str) -> Iterable[Any]:
+    """``items``, checked to be an iterable of several for a bulk write (``takes`` says
+    what the write takes); TypeError for anything else, and for a str or bytes, whose
+    characters are never what was meant."""
+    if isinstance(items, (str, bytes, bytearray, memoryview)) or not isinstance(items, Iterable):
+        raise TypeError(f"{takes}, not a {type(items).__name__}")
+    return items
 
 
 def stored_form(key: object) -> Hashable:
