@@ -12,7 +12,7 @@ from tests.bench_reports import quick_report
 
 
 def test_convergence_quick_run_writes_its_report(tmp_path: Path) -> None:
-    report = quick_report("convergence.py", tmp_path / "results" / "convergence.json")
+    report = quick_report("convergence.py", tmp_path / "results" / "convergence.json", timeout=60)
     config = report["config"]
     assert config["fanout"] == 3
     assert set(report["sizes"]) == {str(n) for n in config["sizes"]}
@@ -38,7 +38,7 @@ def test_convergence_quick_run_writes_its_report(tmp_path: Path) -> None:
 
 
 def test_throughput_quick_run_writes_its_report(tmp_path: Path) -> None:
-    report = quick_report("throughput.py", tmp_path / "results" / "throughput.json")
+    report = quick_report("throughput.py", tmp_path / "results" / "throughput.json", timeout=60)
     config = report["config"]
     assert config["peers"] == 4
     trials = report["trials"]
